@@ -1,0 +1,20 @@
+"""minie5: multilingual-e5-small embeddings from a readable NumPy/Numba BERT encoder.
+
+    import minie5
+    model = minie5.load("intfloat/multilingual-e5-small")      # or a local directory
+    vectors = model.encode_passages(["Berlin is the capital of Germany."])
+    query = model.encode_queries("capital of germany")
+    scores = vectors @ query                                     # cosine similarities
+
+The pipeline, one module per step:
+    hub.py (repo id -> files) -> config.py, weights.py, tokenizer.py (read once)
+    -> reference.py (the NumPy textbook) / encoder.py + kernels.py (the Numba fast path)
+    -> model.py (pooling, normalisation, the public API)
+"""
+from .config import ModelConfig
+from .errors import Minie5Error, ModelFileError, UnsupportedModelError
+from .model import DEFAULT_MODEL, Model, load
+
+__version__ = "0.1.0"
+__all__ = ["load", "Model", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
+           "DEFAULT_MODEL", "__version__"]

@@ -1,0 +1,23 @@
+"""The exceptions minie5 raises on its own account.
+
+Every error about a model directory names the file (and, where there is one,
+the field or tensor) at fault, so that a user can fix the file without reading
+minie5's source.
+"""
+from __future__ import annotations
+
+
+class Minie5Error(Exception):
+    """Base class of every error minie5 raises about models and inputs."""
+
+
+class ModelFileError(Minie5Error, ValueError):
+    """A model file is missing, unreadable, or does not hold what it should."""
+
+    def __init__(self, path, message: str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class UnsupportedModelError(ModelFileError):
+    """The model files are well formed but describe something minie5 cannot run."""

@@ -1,0 +1,126 @@
+"""The textbook: a BERT encoder forward pass in plain NumPy.
+
+Read this file top to bottom to see the whole model. Each block is one small
+function with the shapes of its arrays in comments, for multilingual-e5-small:
+hidden H = 384, heads A = 12, head_dim D = 32, FFN F = 1536, L = 12 layers.
+B is the batch, T the (padded) sequence length.
+
+    ids -> embed -> L x encoder_layer -> hidden states -> pool -> normalise
+    encoder_layer(x) = LN(h + FFN(h)),  h = LN(x + Attention(x))
+
+This is the reference path: slow enough to read, exact enough to trust.
+minie5's default fast path (encoder.py, kernels.py) computes the same thing
+with Numba kernels, and tests check the two against each other and against
+Hugging Face transformers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import ModelConfig
+
+Weights = dict  # {tensor name: float32 array}, see weights.py
+
+
+def layer_norm(x, gamma, beta, eps):
+    # x: [..., H] -> [..., H]; normalise each vector, then scale and shift
+    mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # [..., 1] (biased variance, as torch)
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta  # [..., H]
+
+
+def linear(x, weight, bias):
+    # x: [..., in] @ weight.T: [in, out] + bias: [out] -> [..., out]  (weights are stored [out, in])
+    return x @ weight.T + bias
+
+
+def gelu(x):
+    # exact GELU: x * Phi(x), Phi the standard normal CDF (not the tanh approximation)
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(np.float32)
+
+
+def embed(config: ModelConfig, w: Weights, input_ids):
+    # input_ids: [B, T] -> hidden: [B, T, H]
+    seq = input_ids.shape[1]
+    words = w["embeddings.word_embeddings.weight"][input_ids]  # [B, T, H] one row per token id
+    positions = w["embeddings.position_embeddings.weight"][:seq]  # [T, H] positions 0..T-1
+    token_type = w["embeddings.token_type_embeddings.weight"][0]  # [H] every token is type 0
+    x = words + positions[None, :, :] + token_type  # [B, T, H]
+    return layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], config.layer_norm_eps)
+
+
+def attention(config: ModelConfig, w: Weights, prefix: str, x, attention_mask):
+    # x: [B, T, H], attention_mask: [B, T] (1 = real token, 0 = padding) -> [B, T, H]
+    B, T, H = x.shape
+    A, D = config.num_attention_heads, config.head_dim
+
+    def heads(name):  # project, then split H into A heads of D: [B, T, H] -> [B, A, T, D]
+        y = linear(x, w[prefix + f"attention.self.{name}.weight"], w[prefix + f"attention.self.{name}.bias"])
+        return y.reshape(B, T, A, D).transpose(0, 2, 1, 3)
+
+    q, k, v = heads("query"), heads("key"), heads("value")  # each [B, A, T, D]
+    scores = q @ k.transpose(0, 1, 3, 2) / np.float32(math.sqrt(D))  # [B, A, T, T] query x key
+    # a padding key gets the lowest float, so its weight after softmax is exactly 0
+    blocked = np.where(attention_mask[:, None, None, :] == 0, np.finfo(np.float32).min, np.float32(0))
+    scores = scores + blocked  # [B, A, T, T]
+    scores = scores - scores.max(axis=-1, keepdims=True)  # stable softmax
+    attn_probs = np.exp(scores)  # [B, A, T, T]
+    attn_probs = attn_probs / attn_probs.sum(axis=-1, keepdims=True)  # each row sums to 1
+    context = attn_probs @ v  # [B, A, T, D] weighted mix of value vectors
+    context = context.transpose(0, 2, 1, 3).reshape(B, T, H)  # [B, T, H] heads side by side again
+    out = linear(context, w[prefix + "attention.output.dense.weight"], w[prefix + "attention.output.dense.bias"])
+    return out  # [B, T, H]
+
+
+def feed_forward(w: Weights, prefix: str, x):
+    # x: [B, T, H] -> [B, T, F] -> [B, T, H]
+    h = linear(x, w[prefix + "intermediate.dense.weight"], w[prefix + "intermediate.dense.bias"])  # [B, T, F]
+    h = gelu(h)  # [B, T, F]
+    return linear(h, w[prefix + "output.dense.weight"], w[prefix + "output.dense.bias"])  # [B, T, H]
+
+
+def encoder_layer(config: ModelConfig, w: Weights, i: int, x, attention_mask):
+    # x: [B, T, H] -> [B, T, H]; post-LayerNorm residual blocks, as in BERT
+    p = f"encoder.layer.{i}."
+    eps = config.layer_norm_eps
+    h = x + attention(config, w, p, x, attention_mask)  # [B, T, H] residual around attention
+    h = layer_norm(h, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps)
+    out = h + feed_forward(w, p, h)  # [B, T, H] residual around the FFN
+    return layer_norm(out, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
+
+
+def forward(config: ModelConfig, w: Weights, input_ids, attention_mask):
+    # input_ids, attention_mask: [B, T] -> last hidden state: [B, T, H] float32
+    x = embed(config, w, input_ids)  # [B, T, H]
+    for i in range(config.num_hidden_layers):
+        x = encoder_layer(config, w, i, x, attention_mask)  # [B, T, H]
+    return x.astype(np.float32)
+
+
+def mean_pool(hidden, attention_mask):
+    # hidden: [B, T, H], attention_mask: [B, T] -> [B, H]; average over real tokens (<s>, </s> included)
+    m = attention_mask[:, :, None].astype(np.float32)  # [B, T, 1]
+    return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)  # [B, H]
+
+
+def cls_pool(hidden, attention_mask):
+    # hidden: [B, T, H] -> [B, H]; the first token's vector (<s>, "[CLS]")
+    return hidden[:, 0, :]
+
+
+def max_pool(hidden, attention_mask):
+    # hidden: [B, T, H] -> [B, H]; per dimension the largest value over real tokens
+    blocked = np.where(attention_mask[:, :, None] == 0, -np.inf, 0).astype(np.float32)  # [B, T, 1]
+    return (hidden + blocked).max(axis=1)
+
+
+POOLERS = {"mean": mean_pool, "cls": cls_pool, "max": max_pool}
+
+
+def l2_normalize(x):
+    # x: [B, H] -> [B, H], each row of unit length (a zero row stays zero)
+    norm = np.sqrt((x * x).sum(axis=-1, keepdims=True))  # [B, 1]
+    return x / np.maximum(norm, 1e-12)

@@ -1,0 +1,137 @@
+"""Text -> token ids, identical to transformers' AutoTokenizer.
+
+minie5 runs the `tokenizers` library on the model's tokenizer.json, with one
+correction. transformers 5 does not run an XLM-RoBERTa tokenizer.json as
+written: it rebuilds the pipeline the way SentencePiece (which the model was
+trained with) tokenizes:
+
+    normalizer     Precompiled(charsmap)            (tokenizer.json adds Replace(" {2,}", " "))
+    pre-tokenizer  WhitespaceSplit, then Metaspace  (tokenizer.json has Metaspace alone)
+    model          Unigram over the same vocabulary and scores
+    post-processor <s> $A </s>
+
+The difference shows on whitespace: for "hello world " transformers (and
+SentencePiece) give [0, 33600, 31, 8999, 2]; tokenizer.json as written keeps
+a "▁" piece for the trailing space and gives [0, 33600, 31, 8999, 6, 2].
+minie5 applies the same rebuild, so its ids equal transformers' ids.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import normalizers, pre_tokenizers, processors
+
+from .errors import ModelFileError
+
+XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
+
+
+def _find_precompiled(normalizer: dict | None) -> str | None:
+    """The SentencePiece charsmap inside a tokenizer.json normalizer, if any."""
+    if not normalizer:
+        return None
+    if normalizer.get("type") == "Precompiled":
+        return normalizer.get("precompiled_charsmap")
+    for inner in normalizer.get("normalizers", []) or []:
+        found = _find_precompiled(inner)
+        if found:
+            return found
+    return None
+
+
+def _rebuild_xlmr(tokenizer: HFTokenizer, spec: dict, tokenizer_config: dict) -> None:
+    """Make the pipeline the one transformers 5's XLMRobertaTokenizer builds."""
+    charsmap = _find_precompiled(spec.get("normalizer"))
+    tokenizer.normalizer = normalizers.Precompiled(base64.b64decode(charsmap)) if charsmap else None
+    scheme = "always" if tokenizer_config.get("add_prefix_space", True) else "never"
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme)]
+    )
+    bos = str(tokenizer_config.get("bos_token", "<s>"))
+    eos = str(tokenizer_config.get("eos_token", "</s>"))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=[bos, "$A", eos],
+        pair=[bos, "$A", eos, eos, "$B", eos],
+        special_tokens=[(bos, tokenizer.token_to_id(bos)), (eos, tokenizer.token_to_id(eos))],
+    )
+
+
+def _token_string(value) -> str | None:
+    if isinstance(value, dict):  # {"content": "<pad>", ...} in older tokenizer_config files
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+class Tokenizer:
+    """The model's tokenizer: texts -> lists of ids, <s> ... </s>, truncated to max_length."""
+
+    def __init__(self, model_dir: str | Path, max_length: int):
+        model_dir = Path(model_dir)
+        path = model_dir / "tokenizer.json"
+        if not path.is_file():
+            raise ModelFileError(path, "not found (minie5 needs the fast-tokenizer file tokenizer.json)")
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            self._tokenizer = HFTokenizer.from_str(json.dumps(spec))
+        except Exception as e:
+            raise ModelFileError(path, f"cannot be parsed as a tokenizers file ({e})") from None
+        tokenizer_config = {}
+        config_path = model_dir / "tokenizer_config.json"
+        if config_path.is_file():
+            try:
+                tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise ModelFileError(config_path, f"is not valid JSON ({e})") from None
+        for key in ("bos_token", "eos_token", "pad_token"):
+            if key in tokenizer_config:
+                tokenizer_config[key] = _token_string(tokenizer_config[key])
+        # Which transformers class would load this tokenizer: tokenizer_config.json
+        # names it, else config.json (as AutoTokenizer does).
+        self.tokenizer_class = tokenizer_config.get("tokenizer_class")
+        if self.tokenizer_class is None and (model_dir / "config.json").is_file():
+            try:
+                self.tokenizer_class = json.loads((model_dir / "config.json").read_text()).get("tokenizer_class")
+            except (json.JSONDecodeError, AttributeError):
+                pass  # config.json errors are reported by read_config
+        if self.tokenizer_class in XLMR_CLASSES:
+            _rebuild_xlmr(self._tokenizer, spec, tokenizer_config)
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (room for <s> and </s>), got {max_length}")
+        self.max_length = max_length
+        self._tokenizer.enable_truncation(max_length)  # counts <s> and </s>, like transformers
+        pad = tokenizer_config.get("pad_token") or "<pad>"
+        self.pad_token_id = self._tokenizer.token_to_id(pad)
+        if self.pad_token_id is None:
+            raise ModelFileError(path, f"pad token '{pad}' is not in the vocabulary")
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def backend(self) -> HFTokenizer:
+        """The underlying tokenizers.Tokenizer (pipeline already corrected)."""
+        return self._tokenizer
+
+    def encode(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        """Token ids per text (specials included, truncated) and how many texts were truncated."""
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        truncated = sum(1 for e in encodings if e.overflowing)
+        return [e.ids for e in encodings], truncated
+
+    def tokens(self, text: str) -> list[str]:
+        """The pieces of one text, for display."""
+        return self._tokenizer.encode(text).tokens
+
+    def pad(self, ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-pad id lists into input_ids [batch, seq] int64 and attention_mask [batch, seq] int64."""
+        seq = max((len(x) for x in ids), default=0)
+        input_ids = np.full((len(ids), seq), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(ids), seq), dtype=np.int64)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = x
+            attention_mask[row, : len(x)] = 1
+        return input_ids, attention_mask

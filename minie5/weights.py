@@ -1,0 +1,138 @@
+"""model.safetensors -> {tensor name: float32 array}, checked against the config.
+
+The names are the Hugging Face BertModel names without any prefix, e.g.
+
+    embeddings.word_embeddings.weight            [vocab, hidden]
+    encoder.layer.0.attention.self.query.weight  [hidden, hidden]   (out, in)
+    encoder.layer.0.intermediate.dense.weight    [ffn, hidden]
+
+A checkpoint saved from BertForMaskedLM or similar carries a "bert." prefix
+and extra heads (pooler, MLM head): the prefix is stripped and tensors the
+encoder does not use are ignored.
+
+Memory: float32 tensors are memory-mapped straight from the file (np.memmap,
+read-only), so loading costs no copy and the 250k-row word-embedding matrix
+is only paged in where token ids point. The safetensors library parses and
+validates the header (a truncated or corrupted file fails here); minie5 then
+maps the byte ranges the header describes. float16 / bfloat16 tensors are
+upcast to float32 (that one does cost a copy).
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+from .config import ModelConfig
+from .errors import ModelFileError
+
+PREFIXES = ("bert.",)  # stripped from checkpoint keys
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor the encoder reads, with the shape the config implies."""
+    h, f = config.hidden_size, config.intermediate_size
+    shapes = {
+        "embeddings.word_embeddings.weight": (config.vocab_size, h),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
+        "embeddings.LayerNorm.weight": (h,),
+        "embeddings.LayerNorm.bias": (h,),
+    }
+    for i in range(config.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        for proj in ("query", "key", "value"):
+            shapes[p + f"attention.self.{proj}.weight"] = (h, h)
+            shapes[p + f"attention.self.{proj}.bias"] = (h,)
+        shapes[p + "attention.output.dense.weight"] = (h, h)
+        shapes[p + "attention.output.dense.bias"] = (h,)
+        shapes[p + "attention.output.LayerNorm.weight"] = (h,)
+        shapes[p + "attention.output.LayerNorm.bias"] = (h,)
+        shapes[p + "intermediate.dense.weight"] = (f, h)
+        shapes[p + "intermediate.dense.bias"] = (f,)
+        shapes[p + "output.dense.weight"] = (h, f)
+        shapes[p + "output.dense.bias"] = (h,)
+        shapes[p + "output.LayerNorm.weight"] = (h,)
+        shapes[p + "output.LayerNorm.bias"] = (h,)
+    return shapes
+
+
+def _canonical(key: str) -> str:
+    for prefix in PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    """The safetensors header (name -> dtype, shape, data_offsets) and where data starts."""
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    header.pop("__metadata__", None)
+    return header, 8 + header_len
+
+
+_NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def load_weights(path: str | Path, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Read model.safetensors into {canonical name: read-only float32 array}.
+
+    Checks that every tensor in expected_shapes(config) is present, exactly
+    once, with that shape and a float dtype; raises ModelFileError naming the
+    file and tensor otherwise.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(path, "not found (the model's weights)")
+    try:
+        # Parses and validates the header against the file size; maps, does not read.
+        with safe_open(str(path), framework="numpy") as f:
+            keys = list(f.keys())
+    except Exception as e:  # safetensors raises its own SafetensorError / OSError
+        raise ModelFileError(path, f"is not a valid safetensors file ({e})") from None
+    header, data_start = _read_header(path)
+
+    expected = expected_shapes(config)
+    by_name: dict[str, str] = {}
+    for key in keys:
+        name = _canonical(key)
+        if name not in expected:
+            continue  # pooler, MLM head, position_ids buffers...: not used by the encoder
+        if name in by_name:
+            raise ModelFileError(path, f"tensor '{name}' appears twice (as '{by_name[name]}' and '{key}')")
+        by_name[name] = key
+    missing = [name for name in expected if name not in by_name]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelFileError(path, f"missing tensor '{missing[0]}'{more} required by config.json")
+
+    # A plain ndarray over the mapped file (np.asarray drops the memmap subclass).
+    file_bytes = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
+    weights: dict[str, np.ndarray] = {}
+    for name, want_shape in expected.items():
+        key = by_name[name]
+        info = header[key]
+        dtype, shape = info["dtype"], tuple(info["shape"])
+        if shape != want_shape:
+            raise ModelFileError(path, f"tensor '{key}' has shape {list(shape)}, expected {list(want_shape)}")
+        if dtype not in _NUMPY_DTYPES:
+            raise ModelFileError(path, f"tensor '{key}' has dtype {dtype}, expected F32, F16 or BF16")
+        begin, end = info["data_offsets"]
+        raw = file_bytes[data_start + begin:data_start + end]
+        if dtype == "F32" and (data_start + begin) % 4 == 0:
+            array = raw.view(np.float32).reshape(shape)  # a view into the mapped file: no copy
+        elif dtype == "F32":
+            array = np.frombuffer(raw.tobytes(), dtype=np.float32).reshape(shape)  # misaligned: copy once
+        elif dtype == "F16":
+            array = np.frombuffer(raw.tobytes(), dtype=np.float16).astype(np.float32).reshape(shape)
+        else:  # BF16 is the top half of a float32
+            bits = np.frombuffer(raw.tobytes(), dtype=np.uint16).astype(np.uint32) << 16
+            array = bits.view(np.float32).reshape(shape)
+        array.setflags(write=False)  # one array type for Numba, and nobody edits a weight by accident
+        weights[name] = array
+    return weights
