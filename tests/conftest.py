@@ -1,0 +1,57 @@
+"""Shared fixtures: the model directories the tests run on.
+
+The multilingual-e5-small fixture is built once by ../shared/tools/make_e5_fixture.py
+into a cache outside the repository (weights are never committed):
+    $MINIE5_E5_SMALL_DIR if set, else $MINIE5_TEST_CACHE/e5-small,
+    else ~/.cache/minie5-tests/e5-small.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_TOOLS = REPO.parent / "shared" / "tools"
+CACHE = Path(os.environ.get("MINIE5_TEST_CACHE", Path.home() / ".cache" / "minie5-tests"))
+
+
+def _build_fixture(name: str, tool: str) -> Path:
+    target = Path(os.environ.get(f"MINIE5_{name.upper().replace('-', '_')}_DIR", CACHE / name))
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    script = SHARED_TOOLS / tool
+    if not script.is_file():
+        pytest.skip(f"{script} not found: cannot build the {name} fixture")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".partial")
+    subprocess.run([sys.executable, str(script), str(tmp)], check=True)
+    tmp.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def e5_dir() -> Path:
+    """A Hugging Face-layout copy of multilingual-e5-small (dequantized 4-bit weights)."""
+    return _build_fixture("e5-small", "make_e5_fixture.py")
+
+
+@pytest.fixture(scope="session")
+def e5_model(e5_dir):
+    import minie5
+    return minie5.load(e5_dir)
+
+
+def have_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+requires_torch = pytest.mark.skipif(not have_torch(), reason="torch + transformers not installed")
