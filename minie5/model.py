@@ -8,7 +8,6 @@ place that knows about text, prefixes and batching.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +35,7 @@ class Model:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
-        # The fast path runs Numba's parallel kernels, which must not be entered from
-        # two Python threads at once: calls on one model are serialised by this lock.
-        self._lock = threading.Lock()
-        self._encoder = None
+        self._encoder = None  # the fast path's FastEncoder, built on first use
 
     def __repr__(self) -> str:
         c = self.config
@@ -80,8 +76,7 @@ class Model:
             return reference.forward(self.config, self.weights, input_ids, attention_mask)
         if backend != "fast":
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        with self._lock:
-            return self._fast().forward(input_ids, attention_mask)
+        return self._fast().forward(input_ids, attention_mask)
 
     def _fast(self):
         if self._encoder is None:
@@ -116,17 +111,27 @@ class Model:
         normalize = self.config.normalize if normalize is None else bool(normalize)
 
         out = np.zeros((len(items), self.config.hidden_size), dtype=np.float32)
+        backend = backend or self.backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         ids, _ = self.tokenizer.encode(list(items)) if items else ([], 0)
-        # Sort by length so each batch pads little; results go back in input order.
+        # Sort by length so texts of similar length share a batch (the reference path
+        # pads less; the fast path packs tokens without padding); output keeps input order.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        pool = reference.POOLERS[self.config.pooling]
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            input_ids, attention_mask = self.tokenizer.pad([ids[i] for i in rows])
-            hidden = self.forward(input_ids, attention_mask, backend=backend)  # [b, T, H]
-            pooled = pool(hidden, attention_mask)  # [b, H]
+            pooled = self._embed_ids([ids[i] for i in rows], backend)  # [b, H]
             out[rows] = reference.l2_normalize(pooled) if normalize else pooled
         return out[0] if single else out
+
+    def _embed_ids(self, ids: list, backend: str) -> np.ndarray:
+        """Token id lists -> pooled vectors [b, H] (before normalisation)."""
+        if backend == "fast":
+            from .encoder import pack
+            return self._fast().embed_packed(*pack(ids), self.config.pooling)
+        input_ids, attention_mask = self.tokenizer.pad(ids)  # [b, T] each
+        hidden = reference.forward(self.config, self.weights, input_ids, attention_mask)  # [b, T, H]
+        return reference.POOLERS[self.config.pooling](hidden, attention_mask)  # [b, H]
 
     def encode_queries(self, texts, **kwargs) -> np.ndarray:
         """encode() with the "query: " prefix (for the search side of e5)."""

@@ -1,0 +1,132 @@
+"""The fast forward: the reference encoder's steps, run as Numba kernels on packed tokens.
+
+    ids of B texts -> pack into one [N] array (N = total real tokens, no padding)
+    -> kernels.embed -> L x layer -> [N, H] hidden states -> kernels.*_pool -> [B, H]
+
+One layer, with the workspace arrays it writes (all [N, *], reused by every layer):
+
+    q, k, v   = linear(x, Wq|Wk|Wv)           [N, H] each
+    context   = attention(q, k, v)            [N, H]
+    attn_out  = linear(context, Wo)           [N, H]
+    x         = LayerNorm(x + attn_out)       [N, H]   (in place)
+    ffn       = GELU(linear(x, W1))           [N, F]   (bias and GELU fused)
+    ffn_out   = linear(ffn, W2)               [N, H]
+    x         = LayerNorm(x + ffn_out)        [N, H]   (in place)
+
+Numba's parallel kernels must not be entered from two Python threads at once
+(its default threading layer aborts the process); every call into this module
+goes through one process-wide lock, so concurrent encode() calls are
+serialised, and each call uses all of Numba's threads.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import kernels
+from .config import ModelConfig
+
+_NUMBA_LOCK = threading.Lock()
+
+
+class _Workspace:
+    """Activation buffers for up to `capacity` tokens, grown on demand and reused."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.capacity = 0
+
+    def ensure(self, n_tokens: int) -> None:
+        if n_tokens <= self.capacity:
+            return
+        H, F = self.config.hidden_size, self.config.intermediate_size
+        cap = max(n_tokens, 2 * self.capacity)
+        self.x = np.empty((cap, H), np.float32)  # the residual stream
+        self.q = np.empty((cap, H), np.float32)
+        self.k = np.empty((cap, H), np.float32)
+        self.v = np.empty((cap, H), np.float32)
+        self.context = np.empty((cap, H), np.float32)
+        self.proj = np.empty((cap, H), np.float32)  # attention / FFN output projection
+        self.ffn = np.empty((cap, F), np.float32)
+        self.capacity = cap
+
+
+class FastEncoder:
+    """The default forward pass. Same contract as reference.forward, different layout."""
+
+    def __init__(self, config: ModelConfig, weights: dict):
+        self.config = config
+        self.w = weights
+        self.work = _Workspace(config)
+        self.token_type_row = np.ascontiguousarray(weights["embeddings.token_type_embeddings.weight"][0])
+        self.token_type_row.setflags(write=False)
+
+    # ------------------------------------------------------------------ packed API
+    def forward_packed(self, token_ids: np.ndarray, positions: np.ndarray, seq_starts: np.ndarray) -> np.ndarray:
+        """token_ids, positions: [N] int64; seq_starts: [B+1] int64 -> hidden states [N, H] (a view
+        into the workspace: copy it, or use it before the next call)."""
+        with _NUMBA_LOCK:
+            return self._forward_packed(token_ids, positions, seq_starts)
+
+    def _forward_packed(self, token_ids, positions, seq_starts):
+        c, w = self.config, self.w
+        N = token_ids.shape[0]
+        self.work.ensure(N)
+        ws = self.work
+        x, q, k, v = ws.x[:N], ws.q[:N], ws.k[:N], ws.v[:N]
+        context, proj, ffn = ws.context[:N], ws.proj[:N], ws.ffn[:N]
+        eps = float(c.layer_norm_eps)
+        kernels.embed(token_ids, positions, w["embeddings.word_embeddings.weight"],
+                      w["embeddings.position_embeddings.weight"], self.token_type_row,
+                      w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
+        for i in range(c.num_hidden_layers):
+            p = f"encoder.layer.{i}."
+            kernels.linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"], q, False)
+            kernels.linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"], k, False)
+            kernels.linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"], v, False)
+            kernels.attention(q, k, v, seq_starts, c.num_attention_heads, context)
+            kernels.linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
+                           proj, False)
+            kernels.add_layer_norm(x, proj, w[p + "attention.output.LayerNorm.weight"],
+                                   w[p + "attention.output.LayerNorm.bias"], eps, x)
+            kernels.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], ffn, True)
+            kernels.linear(ffn, w[p + "output.dense.weight"], w[p + "output.dense.bias"], proj, False)
+            kernels.add_layer_norm(x, proj, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps, x)
+        return x
+
+    def embed_packed(self, token_ids, positions, seq_starts, pooling: str) -> np.ndarray:
+        """Encode and pool: -> [B, H] float32 (not normalised)."""
+        with _NUMBA_LOCK:
+            hidden = self._forward_packed(token_ids, positions, seq_starts)
+            pooled = np.empty((seq_starts.shape[0] - 1, self.config.hidden_size), np.float32)
+            kernels.POOLERS[pooling](hidden, seq_starts, pooled)
+        return pooled
+
+    # ------------------------------------------------------------------ padded API
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """input_ids, attention_mask: [B, T] -> [B, T, H], like reference.forward.
+
+        The real tokens (mask 1) are packed with their original positions; padding
+        positions of the result are 0.
+        """
+        B, T = input_ids.shape
+        rows, cols = np.nonzero(attention_mask)  # row-major: each text's tokens in order
+        token_ids = np.ascontiguousarray(input_ids[rows, cols], dtype=np.int64)
+        positions = np.ascontiguousarray(cols, dtype=np.int64)
+        seq_starts = np.zeros(B + 1, np.int64)
+        np.cumsum(attention_mask.sum(axis=1), out=seq_starts[1:])
+        hidden = self.forward_packed(token_ids, positions, seq_starts)
+        out = np.zeros((B, T, self.config.hidden_size), np.float32)
+        out[rows, cols] = hidden
+        return out
+
+
+def pack(ids: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lists of token ids -> (token_ids [N], positions [N], seq_starts [B+1]), all int64."""
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    seq_starts = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum(lengths, out=seq_starts[1:])
+    token_ids = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(seq_starts[-1]))
+    positions = np.arange(seq_starts[-1], dtype=np.int64) - np.repeat(seq_starts[:-1], lengths)
+    return token_ids, positions, seq_starts

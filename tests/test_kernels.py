@@ -1,0 +1,152 @@
+"""Each Numba kernel against its NumPy twin in reference.py, on random inputs.
+
+Sizes are chosen to hit the kernels' edge cases: matmul shapes that are not
+multiples of the 3 x 4 micro-kernel or the 64 x 64 tiles, single rows, texts of
+one token, heads of odd width.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from minie5 import kernels, reference
+from minie5.config import ModelConfig
+from minie5.encoder import FastEncoder, pack
+
+rng = np.random.default_rng(1234)
+
+
+def randn(*shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def readonly(a):
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)  # weights reach the kernels read-only (memory-mapped)
+    return a
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 384, 384), (3, 4, 4), (5, 7, 9), (12, 384, 1536),
+                                   (64, 64, 64), (67, 130, 131), (200, 1536, 384)])
+@pytest.mark.parametrize("apply_gelu", [False, True])
+def test_linear_matches_reference(m, k, n, apply_gelu):
+    x, w, b = randn(m, k), readonly(randn(n, k, scale=1 / math.sqrt(k))), readonly(randn(n))
+    out = np.empty((m, n), np.float32)
+    kernels.linear(x, w, b, out, apply_gelu)
+    expected = reference.linear(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    if apply_gelu:
+        expected = reference.gelu(expected)
+    np.testing.assert_allclose(out, expected, atol=2e-5, rtol=1e-5)
+
+
+def test_gelu_matches_exact_erf():
+    x = np.concatenate([np.linspace(-12, 12, 24001), randn(2000, scale=3)]).astype(np.float32)[None, :]
+    out = np.empty_like(x)
+    kernels.gelu(x, out)
+    exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x[0].astype(np.float64)])
+    assert np.abs(out[0] - exact).max() < 2e-6  # float32 GELU, as torch computes it
+    np.testing.assert_allclose(out[0], reference.gelu(x[0]), atol=2e-6)
+
+
+def test_gelu_is_not_the_tanh_approximation():
+    x = np.array([[-3.0, -1.5, 1.0, 2.5]], np.float32)
+    out = np.empty_like(x)
+    kernels.gelu(x, out)
+    tanh = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    exact = np.array([[0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x[0].astype(np.float64)]])
+    assert np.abs(out - exact).max() < 1e-6 < np.abs(tanh - exact).max()
+
+
+@pytest.mark.parametrize("n,h", [(1, 8), (7, 384), (33, 36)])
+def test_add_layer_norm_matches_reference(n, h):
+    x, res = randn(n, h, scale=3), randn(n, h)
+    gamma, beta = readonly(randn(h)), readonly(randn(h))
+    expected = reference.layer_norm(x + res, gamma, beta, 1e-12)
+    out = np.empty_like(x)
+    kernels.add_layer_norm(x, res, gamma, beta, 1e-12, out)
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+    kernels.add_layer_norm(x, res, gamma, beta, 1e-12, x)  # in place, as the encoder calls it
+    np.testing.assert_allclose(x, expected, atol=1e-5, rtol=1e-5)
+
+
+def tiny_config(hidden=24, heads=3, layers=2, ffn=40, vocab=50, positions=32, **kw):
+    return ModelConfig(model_type="bert", vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                       num_attention_heads=heads, intermediate_size=ffn, hidden_act="gelu", layer_norm_eps=1e-12,
+                       max_position_embeddings=positions, type_vocab_size=2, pad_token_id=0, **kw)
+
+
+def random_weights(config):
+    from minie5.weights import expected_shapes
+    weights = {}
+    for name, shape in expected_shapes(config).items():
+        scale = 1.0 if "LayerNorm" in name or "embeddings" in name else 1 / math.sqrt(shape[-1])
+        weights[name] = readonly(randn(*shape, scale=scale) + (1.0 if name.endswith("LayerNorm.weight") else 0))
+    return weights
+
+
+def test_embed_matches_reference():
+    config = tiny_config()
+    w = random_weights(config)
+    ids = [rng.integers(0, config.vocab_size, n).tolist() for n in (1, 5, 32)]
+    token_ids, positions, seq_starts = pack(ids)
+    out = np.empty((len(token_ids), config.hidden_size), np.float32)
+    kernels.embed(token_ids, positions, w["embeddings.word_embeddings.weight"],
+                  w["embeddings.position_embeddings.weight"], readonly(w["embeddings.token_type_embeddings.weight"][0]),
+                  w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], 1e-12, out)
+    for b, row_ids in enumerate(ids):
+        expected = reference.embed(config, w, np.array([row_ids]))[0]
+        np.testing.assert_allclose(out[seq_starts[b]:seq_starts[b + 1]], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("heads,head_dim", [(1, 8), (3, 12), (12, 32)])
+def test_attention_matches_padded_reference(heads, head_dim):
+    """Packed attention over each text == reference softmax attention with a padding mask."""
+    hidden = heads * head_dim
+    lengths = [1, 2, 9, 40]
+    T = max(lengths)
+    q, k, v = randn(len(lengths), T, hidden), randn(len(lengths), T, hidden), randn(len(lengths), T, hidden)
+    mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
+    # reference: the textbook formula on the padded batch
+    split = lambda a: a.reshape(len(lengths), T, heads, head_dim).transpose(0, 2, 1, 3)  # noqa: E731
+    scores = split(q) @ split(k).transpose(0, 1, 3, 2) / math.sqrt(head_dim)
+    scores = scores + np.where(mask[:, None, None, :] == 0, -1e30, 0)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    expected = (probs @ split(v)).transpose(0, 2, 1, 3).reshape(len(lengths), T, hidden)
+    # kernel: packed real tokens only
+    rows, cols = np.nonzero(mask)
+    seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    out = np.empty((len(rows), hidden), np.float32)
+    kernels.attention(q[rows, cols], k[rows, cols], v[rows, cols], seq_starts, heads, out)
+    np.testing.assert_allclose(out, expected[rows, cols], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["mean", "cls", "max"])
+def test_pooling_matches_reference(mode):
+    lengths = [1, 4, 17]
+    T, H = max(lengths), 10
+    hidden = randn(len(lengths), T, H)
+    mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
+    rows, cols = np.nonzero(mask)
+    seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    out = np.empty((len(lengths), H), np.float32)
+    kernels.POOLERS[mode](np.ascontiguousarray(hidden[rows, cols]), seq_starts, out)
+    np.testing.assert_allclose(out, reference.POOLERS[mode](hidden, mask), atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden,heads,layers,ffn", [(24, 3, 2, 40), (36, 4, 1, 52), (64, 1, 3, 100)])
+def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn):
+    """The whole fast encoder == the whole reference encoder on a random model with padding."""
+    config = tiny_config(hidden=hidden, heads=heads, layers=layers, ffn=ffn)
+    w = random_weights(config)
+    lengths = [2, 7, 13, 31]
+    T = max(lengths)
+    input_ids = rng.integers(0, config.vocab_size, (len(lengths), T))
+    mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
+    expected = reference.forward(config, w, input_ids, mask)
+    got = FastEncoder(config, w).forward(input_ids, mask)
+    real = mask.astype(bool)
+    diff = np.abs(got - expected)[real].max()
+    print(f"fast vs reference h{hidden} a{heads} l{layers}: max|diff| {diff:.2e}")
+    assert diff <= 1e-4
+    assert np.all(got[~real] == 0)  # padding positions are zero in the fast path
