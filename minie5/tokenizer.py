@@ -17,7 +17,6 @@ minie5 applies the same rebuild, so its ids equal transformers' ids.
 """
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -30,23 +29,27 @@ from .errors import ModelFileError
 XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
 
 
-def _find_precompiled(normalizer: dict | None) -> str | None:
-    """The SentencePiece charsmap inside a tokenizer.json normalizer, if any."""
-    if not normalizer:
-        return None
-    if normalizer.get("type") == "Precompiled":
-        return normalizer.get("precompiled_charsmap")
-    for inner in normalizer.get("normalizers", []) or []:
-        found = _find_precompiled(inner)
-        if found:
-            return found
+def _find_precompiled(normalizer):
+    """The SentencePiece Precompiled normalizer inside a (Sequence) normalizer, if any."""
+    if isinstance(normalizer, normalizers.Precompiled):
+        return normalizer
+    if isinstance(normalizer, normalizers.Sequence):
+        i = 0
+        while True:
+            try:
+                inner = normalizer[i]
+            except IndexError:
+                return None
+            found = _find_precompiled(inner)
+            if found is not None:
+                return found
+            i += 1
     return None
 
 
-def _rebuild_xlmr(tokenizer: HFTokenizer, spec: dict, tokenizer_config: dict) -> None:
+def _rebuild_xlmr(tokenizer: HFTokenizer, tokenizer_config: dict) -> None:
     """Make the pipeline the one transformers 5's XLMRobertaTokenizer builds."""
-    charsmap = _find_precompiled(spec.get("normalizer"))
-    tokenizer.normalizer = normalizers.Precompiled(base64.b64decode(charsmap)) if charsmap else None
+    tokenizer.normalizer = _find_precompiled(tokenizer.normalizer)  # keep the charsmap, drop Replace
     scheme = "always" if tokenizer_config.get("add_prefix_space", True) else "never"
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme)]
@@ -70,13 +73,14 @@ class Tokenizer:
     """The model's tokenizer: texts -> lists of ids, <s> ... </s>, truncated to max_length."""
 
     def __init__(self, model_dir: str | Path, max_length: int):
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length must be an integer >= 2 (room for <s> and </s>), got {max_length!r}")
         model_dir = Path(model_dir)
         path = model_dir / "tokenizer.json"
         if not path.is_file():
             raise ModelFileError(path, "not found (minie5 needs the fast-tokenizer file tokenizer.json)")
         try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-            self._tokenizer = HFTokenizer.from_str(json.dumps(spec))
+            self._tokenizer = HFTokenizer.from_file(str(path))
         except Exception as e:
             raise ModelFileError(path, f"cannot be parsed as a tokenizers file ({e})") from None
         tokenizer_config = {}
@@ -98,11 +102,9 @@ class Tokenizer:
             except (json.JSONDecodeError, AttributeError):
                 pass  # config.json errors are reported by read_config
         if self.tokenizer_class in XLMR_CLASSES:
-            _rebuild_xlmr(self._tokenizer, spec, tokenizer_config)
+            _rebuild_xlmr(self._tokenizer, tokenizer_config)
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        if max_length < 2:
-            raise ValueError(f"max_length must be at least 2 (room for <s> and </s>), got {max_length}")
         self.max_length = max_length
         self._tokenizer.enable_truncation(max_length)  # counts <s> and </s>, like transformers
         pad = tokenizer_config.get("pad_token") or "<pad>"
