@@ -9,7 +9,7 @@ One layer, with the workspace arrays it writes (all [N, *], reused by every laye
     context   = attention(q, k, v)            [N, H]
     attn_out  = linear(context, Wo)           [N, H]
     x         = LayerNorm(x + attn_out)       [N, H]   (in place)
-    ffn       = GELU(linear(x, W1))           [N, F]   (bias and GELU fused)
+    ffn       = GELU(linear(x, W1))           [N, F]   (GELU in place)
     ffn_out   = linear(ffn, W2)               [N, H]
     x         = LayerNorm(x + ffn_out)        [N, H]   (in place)
 
@@ -82,16 +82,17 @@ class FastEncoder:
                       w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
         for i in range(c.num_hidden_layers):
             p = f"encoder.layer.{i}."
-            kernels.linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"], q, False)
-            kernels.linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"], k, False)
-            kernels.linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"], v, False)
+            kernels.linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"], q)
+            kernels.linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"], k)
+            kernels.linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"], v)
             kernels.attention(q, k, v, seq_starts, c.num_attention_heads, context)
             kernels.linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
-                           proj, False)
+                           proj)
             kernels.add_layer_norm(x, proj, w[p + "attention.output.LayerNorm.weight"],
                                    w[p + "attention.output.LayerNorm.bias"], eps, x)
-            kernels.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], ffn, True)
-            kernels.linear(ffn, w[p + "output.dense.weight"], w[p + "output.dense.bias"], proj, False)
+            kernels.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], ffn)
+            kernels.gelu(ffn, ffn)
+            kernels.linear(ffn, w[p + "output.dense.weight"], w[p + "output.dense.bias"], proj)
             kernels.add_layer_norm(x, proj, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps, x)
         return x
 

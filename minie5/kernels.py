@@ -43,20 +43,78 @@ ROW_BLOCK = 64
 COL_BLOCK = 64
 
 
-@njit(cache=True, parallel=True, fastmath=_GEMM_FASTMATH)
-def linear(x, weight, bias, out, apply_gelu):
-    """out = x @ weight.T + bias, then GELU if apply_gelu.  Twin: reference.linear (+ reference.gelu).
+@njit(cache=True, fastmath=_GEMM_FASTMATH)
+def matmul_nt_tile(a, b, out, i0, i1, j0, j1):
+    """out[i, j] = a[i] . b[j] for i in [i0, i1), j in [j0, j1): a tile of a @ b.T.  Twin: numpy's a @ b.T.
+
+    a: [M, K], b: [N, K], out: [M, N]; rows of a and b contiguous (K-long dot
+    products). This is the one matmul micro-kernel of minie5, used by `linear`
+    (x @ weight.T) and by `attention` (q @ k.T, probs @ v). It computes a
+    3 x 4 block of outputs at once: 12 running sums stay in registers and each
+    step loads 3 + 4 values for 12 multiply-adds. With fastmath 'reassoc'
+    LLVM vectorises the K loop (8 lanes on AVX2) and adds the lanes at the end.
+    """
+    K = a.shape[1]
+    i = i0
+    while i + 3 <= i1:  # full 3-row strips
+        a0, a1, a2 = a[i], a[i + 1], a[i + 2]
+        j = j0
+        while j + 4 <= j1:  # 3 x 4 blocks
+            b0, b1, b2, b3 = b[j], b[j + 1], b[j + 2], b[j + 3]
+            s00 = s01 = s02 = s03 = np.float32(0.0)
+            s10 = s11 = s12 = s13 = np.float32(0.0)
+            s20 = s21 = s22 = s23 = np.float32(0.0)
+            for k in range(K):
+                x0, x1, x2 = a0[k], a1[k], a2[k]
+                y0, y1, y2, y3 = b0[k], b1[k], b2[k], b3[k]
+                s00 += x0 * y0
+                s01 += x0 * y1
+                s02 += x0 * y2
+                s03 += x0 * y3
+                s10 += x1 * y0
+                s11 += x1 * y1
+                s12 += x1 * y2
+                s13 += x1 * y3
+                s20 += x2 * y0
+                s21 += x2 * y1
+                s22 += x2 * y2
+                s23 += x2 * y3
+            out[i, j], out[i, j + 1], out[i, j + 2], out[i, j + 3] = s00, s01, s02, s03
+            out[i + 1, j], out[i + 1, j + 1], out[i + 1, j + 2], out[i + 1, j + 3] = s10, s11, s12, s13
+            out[i + 2, j], out[i + 2, j + 1], out[i + 2, j + 2], out[i + 2, j + 3] = s20, s21, s22, s23
+            j += 4
+        for jj in range(j, j1):  # leftover columns of the strip
+            for r in range(3):
+                out[i + r, jj] = _dot(a[i + r], b[jj], K)
+        i += 3
+    for ii in range(i, i1):  # leftover rows
+        for jj in range(j0, j1):
+            out[ii, jj] = _dot(a[ii], b[jj], K)
+
+
+@njit(cache=True, fastmath=_GEMM_FASTMATH)
+def _dot(a, b, n):
+    s = np.float32(0.0)
+    for k in range(n):
+        s += a[k] * b[k]
+    return s
+
+
+@njit(cache=True, parallel=True)
+def linear(x, weight, bias, out):
+    """out = x @ weight.T + bias.  Twin: reference.linear.
 
     x: [M, K], weight: [N, K] (PyTorch's [out, in] layout, used as stored: no
     transposed copy), bias: [N] -> out: [M, N].
 
-    Each output element is a dot product of a row of x and a row of weight,
-    both contiguous in memory. The micro-kernel computes a 3 x 4 block of
-    outputs at once (12 running sums in registers, 7 loads per 12
-    multiply-adds), which LLVM vectorises along K. Tasks are tiles of the
-    output, spread over Numba's threads.
+    The output is cut into [ROW_BLOCK, COL_BLOCK] tiles spread over Numba's
+    threads; each tile is one call of the micro-kernel, then the bias is added
+    while the tile is still in L1 cache. Small M (one short text) still yields
+    N / COL_BLOCK tiles, so both threads stream half the weight each.
+    (GELU is not fused here: in this epilogue LLVM left the erf polynomial
+    scalar, and a separate `gelu` pass, which it vectorises, measured faster.)
     """
-    M, K = x.shape
+    M = x.shape[0]
     N = weight.shape[0]
     row_tiles = (M + ROW_BLOCK - 1) // ROW_BLOCK
     col_tiles = (N + COL_BLOCK - 1) // COL_BLOCK
@@ -65,67 +123,10 @@ def linear(x, weight, bias, out, apply_gelu):
         j0 = (tile % col_tiles) * COL_BLOCK
         i1 = min(i0 + ROW_BLOCK, M)
         j1 = min(j0 + COL_BLOCK, N)
-        i = i0
-        while i + 3 <= i1:  # full 3-row strips
-            x0, x1, x2 = x[i], x[i + 1], x[i + 2]
-            j = j0
-            while j + 4 <= j1:  # 3 x 4 blocks
-                w0, w1, w2, w3 = weight[j], weight[j + 1], weight[j + 2], weight[j + 3]
-                s00 = s01 = s02 = s03 = np.float32(0.0)
-                s10 = s11 = s12 = s13 = np.float32(0.0)
-                s20 = s21 = s22 = s23 = np.float32(0.0)
-                for k in range(K):
-                    a0, a1, a2 = x0[k], x1[k], x2[k]
-                    b0, b1, b2, b3 = w0[k], w1[k], w2[k], w3[k]
-                    s00 += a0 * b0
-                    s01 += a0 * b1
-                    s02 += a0 * b2
-                    s03 += a0 * b3
-                    s10 += a1 * b0
-                    s11 += a1 * b1
-                    s12 += a1 * b2
-                    s13 += a1 * b3
-                    s20 += a2 * b0
-                    s21 += a2 * b1
-                    s22 += a2 * b2
-                    s23 += a2 * b3
-                _store(out, i, j, s00, bias[j])
-                _store(out, i, j + 1, s01, bias[j + 1])
-                _store(out, i, j + 2, s02, bias[j + 2])
-                _store(out, i, j + 3, s03, bias[j + 3])
-                _store(out, i + 1, j, s10, bias[j])
-                _store(out, i + 1, j + 1, s11, bias[j + 1])
-                _store(out, i + 1, j + 2, s12, bias[j + 2])
-                _store(out, i + 1, j + 3, s13, bias[j + 3])
-                _store(out, i + 2, j, s20, bias[j])
-                _store(out, i + 2, j + 1, s21, bias[j + 1])
-                _store(out, i + 2, j + 2, s22, bias[j + 2])
-                _store(out, i + 2, j + 3, s23, bias[j + 3])
-                j += 4
-            for jj in range(j, j1):  # leftover columns of the strip
-                for r in range(3):
-                    _store(out, i + r, jj, _dot(x[i + r], weight[jj], K), bias[jj])
-            i += 3
-        for ii in range(i, i1):  # leftover rows of the tile
-            for jj in range(j0, j1):
-                _store(out, ii, jj, _dot(x[ii], weight[jj], K), bias[jj])
-        if apply_gelu:  # fused activation: the tile is still in L1, and this loop vectorises
-            for ii in range(i0, i1):
-                for jj in range(j0, j1):
-                    out[ii, jj] = _gelu(out[ii, jj])
-
-
-@njit(cache=True, fastmath=_GEMM_FASTMATH, inline="always")
-def _dot(a, b, n):
-    s = np.float32(0.0)
-    for k in range(n):
-        s += a[k] * b[k]
-    return s
-
-
-@njit(cache=True, inline="always")
-def _store(out, i, j, acc, bias):
-    out[i, j] = acc + bias
+        matmul_nt_tile(x, weight, out, i0, i1, j0, j1)
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                out[i, j] += bias[j]
 
 
 # erf(x) for float32 as a rational function (the approximation Eigen and XLA use
@@ -158,7 +159,7 @@ def _gelu(x):
 
 @njit(cache=True, parallel=True)
 def gelu(x, out):
-    """out = GELU(x) elementwise.  Twin: reference.gelu.  x, out: [M, N]."""
+    """out = GELU(x) elementwise (out may be x).  Twin: reference.gelu.  x, out: [M, N]."""
     M, N = x.shape
     for i in prange(M):
         for j in range(N):
@@ -214,6 +215,44 @@ def embed(token_ids, positions, word_embeddings, position_embeddings, token_type
         _layer_norm_row(row, gamma, beta, eps, out[t])
 
 
+_LOG2E = np.float32(1.4426950408889634)
+
+
+@njit(cache=True)
+def softmax_rows(scores, exp_bits):
+    """scores[i] = softmax(scores[i]) for each row, in place.  Twin: the softmax in reference.attention.
+
+    scores: [L, L] float32; exp_bits: int32 scratch of length L. exp(x) is
+    computed as 2^n * 2^f (n = round(x log2 e), |f| <= 1/2, 2^f by a degree-6
+    polynomial, 2^n by writing n into a float's exponent bits): relative error
+    about 2e-7, and unlike libm's expf every loop here vectorises. Inputs are
+    finite and at most 0 after subtracting the row max, so there is no
+    overflow, and exponents below -126 are flushed to 2^-126 (a weight of 1e-38).
+    """
+    L = scores.shape[1]
+    scale = exp_bits.view(np.float32)  # the same memory, read as floats 2^n
+    for i in range(scores.shape[0]):
+        row = scores[i]
+        best = row[0]
+        for j in range(1, L):
+            best = max(best, row[j])
+        for j in range(L):
+            t = max((row[j] - best) * _LOG2E, np.float32(-126.0))
+            n = np.floor(t + np.float32(0.5))
+            f = t - n
+            row[j] = ((((((np.float32(1.5353362e-4) * f + np.float32(1.3398874e-3)) * f
+                          + np.float32(9.6181291e-3)) * f + np.float32(5.5504109e-2)) * f
+                        + np.float32(2.4022651e-1)) * f + np.float32(6.9314718e-1)) * f + np.float32(1.0))
+            exp_bits[j] = (np.int32(n) + np.int32(127)) << 23
+        total = 0.0  # float64 denominator
+        for j in range(L):
+            row[j] *= scale[j]
+            total += row[j]
+        inv_total = np.float32(1.0 / total)
+        for j in range(L):
+            row[j] *= inv_total
+
+
 @njit(cache=True, parallel=True)
 def attention(q, k, v, seq_starts, num_heads, out):
     """Multi-head self-attention within each packed text.  Twin: the core of reference.attention.
@@ -222,15 +261,13 @@ def attention(q, k, v, seq_starts, num_heads, out):
     the heads' context vectors side by side (before the output projection).
     For text b and head a, with rows s = seq_starts[b] .. e = seq_starts[b+1]
     and columns a*D .. (a+1)*D:
-        probs = softmax(q_a k_a^T / sqrt(D))   [L, L], L = e - s
-        out_a = probs @ v_a                    [L, D]
+        scores = q_a k_a^T / sqrt(D)     [L, L], L = e - s
+        probs  = softmax(scores)         [L, L] (rows sum to 1)
+        out_a  = probs @ v_a             [L, D]
     A text attends only to its own tokens, which is what BERT's padding mask
-    achieves in a padded batch.
-
-    Layout for speed: each task copies its head's keys transposed, key_t [D, L],
-    so that the scores of one query against all keys are L-long multiply-adds
-    (vectorised along L), and mixes values as D-long multiply-adds (vectorised
-    along D). No dot product is reduced across a vector, so no fastmath needed.
+    achieves in a padded batch. Both products run on the matmul micro-kernel
+    (for probs @ v_a, v_a is first copied transposed so its rows are contiguous).
+    Tasks are (text, head) pairs spread over Numba's threads.
     """
     H = q.shape[1]
     D = H // num_heads
@@ -241,33 +278,24 @@ def attention(q, k, v, seq_starts, num_heads, out):
         c0 = (task % num_heads) * D
         s = seq_starts[b]
         L = seq_starts[b + 1] - s
-        key_t = np.empty((D, L), np.float32)  # this head's keys, transposed
+        if L == 0:
+            continue
+        q_a = np.empty((L, D), np.float32)  # this head's queries, pre-scaled by 1/sqrt(D)
+        k_a = np.empty((L, D), np.float32)
+        v_t = np.empty((D, L), np.float32)  # this head's values, transposed
         for j in range(L):
             for d in range(D):
-                key_t[d, j] = k[s + j, c0 + d]
-        scores = np.empty(L, np.float32)  # one query's scores, then its probabilities
-        context = np.empty(D, np.float32)
-        for i in range(L):
-            scores[:] = 0.0
-            for d in range(D):  # scores[j] = q_i . k_j, accumulated one dimension at a time
-                qd = q[s + i, c0 + d] * scale
-                for j in range(L):
-                    scores[j] += qd * key_t[d, j]
-            best = scores[0]
-            for j in range(1, L):
-                best = max(best, scores[j])
-            total = 0.0  # float64 softmax denominator
-            for j in range(L):
-                scores[j] = np.exp(scores[j] - best)  # in (0, 1]: no overflow
-                total += scores[j]
-            context[:] = 0.0
-            for j in range(L):  # context = sum_j exp_j * v_j, normalised once at the end
-                p = scores[j]
-                for d in range(D):
-                    context[d] += p * v[s + j, c0 + d]
-            inv_total = np.float32(1.0 / total)
+                q_a[j, d] = q[s + j, c0 + d] * scale
+                k_a[j, d] = k[s + j, c0 + d]
+                v_t[d, j] = v[s + j, c0 + d]
+        probs = np.empty((L, L), np.float32)
+        matmul_nt_tile(q_a, k_a, probs, 0, L, 0, L)  # scores [L, L]
+        softmax_rows(probs, np.empty(L, np.int32))  # probs [L, L]
+        context = np.empty((L, D), np.float32)
+        matmul_nt_tile(probs, v_t, context, 0, L, 0, D)  # [L, D]
+        for j in range(L):
             for d in range(D):
-                out[s + i, c0 + d] = context[d] * inv_total
+                out[s + j, c0 + d] = context[j, d]
 
 
 @njit(cache=True, parallel=True)
