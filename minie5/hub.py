@@ -53,17 +53,20 @@ def _download(repo_id: str, revision: str | None) -> Path:
     def fetch(filename: str) -> Path:
         return Path(hf_hub_download(repo_id, filename, revision=revision, library_name="minie5"))
 
-    where = f"hub repo '{repo_id}'" + (f" at revision '{revision}'" if revision else "")
+    repo = f"hub repo '{repo_id}'" + (f" at revision '{revision}'" if revision else "")
+    filename = REQUIRED_FILES[0]
+    where = f"{filename} from {repo}"
     try:
-        model_dir = fetch("config.json").parent
+        model_dir = fetch(filename).parent
         for filename in REQUIRED_FILES[1:]:
+            where = f"{filename} from {repo}"
             fetch(filename)
     except LocalEntryNotFoundError as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        hint = " HF_HUB_OFFLINE is set and the files are not in the hub cache." if offline else ""
-        raise Minie5Error(f"cannot fetch {where}: {e}.{hint}") from e
+        hint = " HF_HUB_OFFLINE is set and the file is not in the hub cache." if offline else ""
+        raise Minie5Error(f"cannot fetch {where}: {str(e).rstrip('.')}.{hint}") from e
     except EntryNotFoundError as e:
-        raise Minie5Error(f"{where} lacks a file minie5 needs: {e}") from e
+        raise Minie5Error(f"{repo} lacks {filename}, a file minie5 needs: {e}") from e
     except Exception as e:  # RepositoryNotFoundError, RevisionNotFoundError, HTTP errors...
         raise Minie5Error(f"cannot fetch {where}: {type(e).__name__}: {e}") from e
     for filename in OPTIONAL_FILES:
