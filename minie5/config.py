@@ -76,6 +76,7 @@ class ModelConfig:
             raise UnsupportedModelError(
                 source, f"hidden_act '{hidden_act}' is not supported (supported: {', '.join(SUPPORTED_ACTIVATIONS)})"
             )
+        overrides.setdefault("max_seq_length", field("max_position_embeddings", int))
         position_type = field("position_embedding_type", str, "absolute")
         if position_type != "absolute":
             raise UnsupportedModelError(
