@@ -52,10 +52,29 @@ class _Workspace:
         self.capacity = cap
 
 
-class FastEncoder:
-    """The default forward pass. Same contract as reference.forward, different layout."""
+def blas_linear(x, weight, bias, out):
+    """out = x @ weight.T + bias with numpy's BLAS sgemm (weight.T is a view: no copy).
 
-    def __init__(self, config: ModelConfig, weights: dict):
+    The alternative to kernels.linear, selected with matmul="blas". Twin: reference.linear.
+    """
+    np.matmul(x, weight.T, out=out)
+    out += bias
+
+
+MATMULS = {"numba": kernels.linear, "blas": blas_linear}
+
+
+class FastEncoder:
+    """The default forward pass. Same contract as reference.forward, different layout.
+
+    matmul: "numba" (kernels.linear, the default) or "blas" (numpy's sgemm).
+    """
+
+    def __init__(self, config: ModelConfig, weights: dict, matmul: str = "numba"):
+        if matmul not in MATMULS:
+            raise ValueError(f"matmul must be one of {tuple(MATMULS)}, got {matmul!r}")
+        self.matmul = matmul
+        self.linear = MATMULS[matmul]
         self.config = config
         self.w = weights
         self.work = _Workspace(config)
@@ -80,19 +99,20 @@ class FastEncoder:
         kernels.embed(token_ids, positions, w["embeddings.word_embeddings.weight"],
                       w["embeddings.position_embeddings.weight"], self.token_type_row,
                       w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
+        linear = self.linear
         for i in range(c.num_hidden_layers):
             p = f"encoder.layer.{i}."
-            kernels.linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"], q)
-            kernels.linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"], k)
-            kernels.linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"], v)
+            linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"], q)
+            linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"], k)
+            linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"], v)
             kernels.attention(q, k, v, seq_starts, c.num_attention_heads, context)
-            kernels.linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
+            linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
                            proj)
             kernels.add_layer_norm(x, proj, w[p + "attention.output.LayerNorm.weight"],
                                    w[p + "attention.output.LayerNorm.bias"], eps, x)
-            kernels.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], ffn)
+            linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], ffn)
             kernels.gelu(ffn, ffn)
-            kernels.linear(ffn, w[p + "output.dense.weight"], w[p + "output.dense.bias"], proj)
+            linear(ffn, w[p + "output.dense.weight"], w[p + "output.dense.bias"], proj)
             kernels.add_layer_norm(x, proj, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps, x)
         return x
 

@@ -27,7 +27,7 @@ class Model:
     """A loaded embedding model. Build it with minie5.load()."""
 
     def __init__(self, model_dir: str | Path, config: ModelConfig, weights: dict, tokenizer: Tokenizer,
-                 backend: str = "fast"):
+                 backend: str = "fast", matmul: str = "numba"):
         self.model_dir = Path(model_dir)
         self.config = config  # ModelConfig: sizes, pooling, normalisation, max_seq_length
         self.weights = weights  # {name: read-only float32 array}, memory-mapped from model.safetensors
@@ -35,6 +35,7 @@ class Model:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+        self.matmul = matmul  # the fast path's matmul: "numba" (kernels.linear) or "blas" (numpy sgemm)
         self._encoder = None  # the fast path's FastEncoder, built on first use
 
     def __repr__(self) -> str:
@@ -81,7 +82,7 @@ class Model:
     def _fast(self):
         if self._encoder is None:
             from .encoder import FastEncoder  # imports Numba kernels on first use
-            self._encoder = FastEncoder(self.config, self.weights)
+            self._encoder = FastEncoder(self.config, self.weights, matmul=self.matmul)
         return self._encoder
 
     # ---------------------------------------------------------------- text -> vectors
@@ -143,11 +144,15 @@ class Model:
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None,
-         backend: str = "fast") -> Model:
+         backend: str = "fast", matmul: str = "numba") -> Model:
     """Load a model from a local directory or a Hugging Face repo id.
 
     backend: "fast" (Numba kernels, the default) or "reference" (plain NumPy).
+    matmul: the fast path's matrix multiply, "numba" (minie5's own kernel) or
+    "blas" (numpy's sgemm).
     """
+    if matmul not in ("numba", "blas"):
+        raise ValueError(f"matmul must be 'numba' or 'blas', got {matmul!r}")
     model_dir = resolve_model_dir(name_or_path, revision)
     config = read_config(model_dir)
     weights = load_weights(model_dir / "model.safetensors", config)
@@ -157,4 +162,4 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None =
         raise ModelFileError(model_dir / "tokenizer.json",
                              f"tokenizer has {tokenizer.vocab_size} ids but config.json vocab_size is "
                              f"{config.vocab_size}: ids past the embedding matrix cannot be embedded")
-    return Model(model_dir, config, weights, tokenizer, backend=backend)
+    return Model(model_dir, config, weights, tokenizer, backend=backend, matmul=matmul)

@@ -156,8 +156,19 @@ def test_pooling_matches_reference(mode):
     np.testing.assert_allclose(out, reference.POOLERS[mode](hidden, mask), atol=1e-6)
 
 
+def test_blas_linear_matches_numba_linear():
+    from minie5.encoder import blas_linear
+    x, w, b = randn(70, 130), readonly(randn(131, 130, scale=0.1)), readonly(randn(131))
+    out_numba, out_blas = np.empty((70, 131), np.float32), np.empty((70, 131), np.float32)
+    kernels.linear(x, w, b, out_numba)
+    blas_linear(x, w, b, out_blas)
+    np.testing.assert_allclose(out_blas, reference.linear(x.astype(np.float64), w, b), atol=2e-5)
+    np.testing.assert_allclose(out_numba, out_blas, atol=2e-5)
+
+
+@pytest.mark.parametrize("matmul", ["numba", "blas"])
 @pytest.mark.parametrize("hidden,heads,layers,ffn", [(24, 3, 2, 40), (36, 4, 1, 52), (64, 1, 3, 100)])
-def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn):
+def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn, matmul):
     """The whole fast encoder == the whole reference encoder on a random model with padding."""
     config = tiny_config(hidden=hidden, heads=heads, layers=layers, ffn=ffn)
     w = random_weights(config)
@@ -166,9 +177,9 @@ def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn):
     input_ids = rng.integers(0, config.vocab_size, (len(lengths), T))
     mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
     expected = reference.forward(config, w, input_ids, mask)
-    got = FastEncoder(config, w).forward(input_ids, mask)
+    got = FastEncoder(config, w, matmul=matmul).forward(input_ids, mask)
     real = mask.astype(bool)
     diff = np.abs(got - expected)[real].max()
-    print(f"fast vs reference h{hidden} a{heads} l{layers}: max|diff| {diff:.2e}")
+    print(f"fast ({matmul}) vs reference h{hidden} a{heads} l{layers}: max|diff| {diff:.2e}")
     assert diff <= 1e-4
     assert np.all(got[~real] == 0)  # padding positions are zero in the fast path
