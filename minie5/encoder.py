@@ -83,10 +83,9 @@ class FastEncoder:
 
     # ------------------------------------------------------------------ packed API
     def forward_packed(self, token_ids: np.ndarray, positions: np.ndarray, seq_starts: np.ndarray) -> np.ndarray:
-        """token_ids, positions: [N] int64; seq_starts: [B+1] int64 -> hidden states [N, H] (a view
-        into the workspace: copy it, or use it before the next call)."""
+        """token_ids, positions: [N] int64; seq_starts: [B+1] int64 -> hidden states [N, H] float32."""
         with _NUMBA_LOCK:
-            return self._forward_packed(token_ids, positions, seq_starts)
+            return self._forward_packed(token_ids, positions, seq_starts).copy()
 
     def _forward_packed(self, token_ids, positions, seq_starts):
         c, w = self.config, self.w
@@ -137,9 +136,9 @@ class FastEncoder:
         positions = np.ascontiguousarray(cols, dtype=np.int64)
         seq_starts = np.zeros(B + 1, np.int64)
         np.cumsum(attention_mask.sum(axis=1), out=seq_starts[1:])
-        hidden = self.forward_packed(token_ids, positions, seq_starts)
         out = np.zeros((B, T, self.config.hidden_size), np.float32)
-        out[rows, cols] = hidden
+        with _NUMBA_LOCK:  # the workspace is shared: copy out before another call can reuse it
+            out[rows, cols] = self._forward_packed(token_ids, positions, seq_starts)
         return out
 
 
