@@ -70,3 +70,25 @@ def have_torch() -> bool:
 
 
 requires_torch = pytest.mark.skipif(not have_torch(), reason="torch + transformers not installed")
+
+
+# ---------------------------------------------------------------- parity figures
+# Parity tests print lines such as "parity e5 fast ...: last hidden max|diff| 2.9e-06".
+# They are collected from the captured output and repeated at the end of the run, so
+# that a plain `python -m pytest` (CI's command) shows the measured figures.
+_FIGURE_PREFIXES = ("parity", "golden", "fast (", "e5 token ids", "tokenizer parity", "model card scores")
+_figures: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        for line in report.capstdout.splitlines():
+            if line.strip().startswith(_FIGURE_PREFIXES):
+                _figures.append(line.strip())
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _figures:
+        terminalreporter.section("measured parity figures")
+        for line in _figures:
+            terminalreporter.write_line(line)
