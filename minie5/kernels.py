@@ -31,9 +31,65 @@ memory passes that cost a few percent.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+import warnings
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+# Threading layer. Numba picks OpenMP when it finds libgomp, and GNU OpenMP
+# kills a child process that uses it after fork() ("Terminating: fork() called
+# from a process already using GNU OpenMP"), which breaks multiprocessing's
+# default start method on Linux. The 'workqueue' layer is fork-safe; it is not
+# safe to enter from two threads at once, which encoder.py prevents with a lock.
+# An explicit NUMBA_THREADING_LAYER is respected.
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+def njit(**options):
+    """numba.njit(cache=True, ...), where a Numba cache that cannot be written is not fatal.
+
+    Numba caches compiled kernels beside this file (or in NUMBA_CACHE_DIR, or
+    ~/.cache) and raises at import when none of these is writable, e.g. a
+    read-only site-packages and HOME. minie5 then redirects its own kernels'
+    cache to a temporary directory (and says so once), and if even that fails
+    compiles them without a cache (about 20 s at every start).
+    """
+    def decorate(function):
+        try:
+            return numba.njit(**options)(function)
+        except RuntimeError as e:  # "cannot cache function ...: no locator available"
+            if not options.get("cache") or "cannot cache" not in str(e):
+                raise
+        return _njit_with_fallback_cache(function, options)
+    return decorate
+
+
+_warned_cache = []
+
+
+def _njit_with_fallback_cache(function, options):
+    fallback = os.path.join(tempfile.gettempdir(), f"minie5-numba-cache-{os.getuid()}")
+    saved = numba.config.CACHE_DIR
+    try:
+        os.makedirs(fallback, exist_ok=True)
+        numba.config.CACHE_DIR = fallback  # read when the cache locator is chosen, i.e. now
+        compiled = numba.njit(**options)(function)
+        note = f"caching them in {fallback} instead"
+    except (OSError, RuntimeError):
+        compiled = numba.njit(**{**options, "cache": False})(function)
+        note = "compiling them without a cache (about 20 s at every start)"
+    finally:
+        numba.config.CACHE_DIR = saved
+    if not _warned_cache:
+        _warned_cache.append(True)
+        warnings.warn(f"minie5: no writable Numba cache directory for its kernels (package directory, "
+                      f"NUMBA_CACHE_DIR and ~/.cache are read-only); {note}. Set NUMBA_CACHE_DIR to a "
+                      f"writable directory to choose the location.", RuntimeWarning, stacklevel=3)
+    return compiled
 
 _GEMM_FASTMATH = {"reassoc", "contract"}  # no nnan / ninf: see the module notes
 
