@@ -31,7 +31,7 @@ TEXTS = [
     "南瓜的家常做法",
     "",
     "   ",
-    "passage: " + "Long text about many things. " * 120,  # over 512 tokens: truncated
+    "passage: " + "Long text about many things. " * 90,  # over 512 tokens: truncated
     "x",
     "مرحبا بالعالم",
 ]
@@ -88,7 +88,7 @@ def test_eight_threads_get_what_sequential_calls_get(model):
 
     def work(i):
         try:
-            for _ in range(3):
+            for _ in range(2):
                 results[i] = model.encode(batches[i])
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -160,8 +160,8 @@ def test_read_only_install_imports_and_embeds(e5_dir, tmp_path):
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(_text, min_size=1, max_size=6))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(_text, min_size=1, max_size=4))
 def test_random_unicode_fast_equals_reference(model, texts):
     fast = model.encode(texts)
     ref = model.encode(texts, backend="reference")
