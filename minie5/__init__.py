@@ -12,9 +12,9 @@ The pipeline, one module per step:
     -> model.py (pooling, normalisation, the public API)
 """
 from .config import ModelConfig
-from .errors import Minie5Error, ModelFileError, UnsupportedModelError
+from .errors import InputError, Minie5Error, Minie5Warning, ModelFileError, TruncationWarning, UnsupportedModelError
 from .model import DEFAULT_MODEL, Model, load
 
 __version__ = "0.1.0"
 __all__ = ["load", "Model", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
-           "DEFAULT_MODEL", "__version__"]
+           "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__"]

@@ -21,3 +21,26 @@ class ModelFileError(Minie5Error, ValueError):
 
 class UnsupportedModelError(ModelFileError):
     """The model files are well formed but describe something minie5 cannot run."""
+
+
+class InputError(Minie5Error, ValueError):
+    """An input minie5 cannot use: a line of a text file, an option value.
+
+    Errors about a file name it and, where there is one, the line number.
+    """
+
+    def __init__(self, message: str, path=None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}: " if line is None else f"{self.path}: line {line}: "
+        super().__init__(where + message)
+
+
+class Minie5Warning(UserWarning):
+    """Base class of the warnings minie5 gives."""
+
+
+class TruncationWarning(Minie5Warning):
+    """Some texts were longer than max_length tokens and only their beginning was embedded."""

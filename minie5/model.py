@@ -7,20 +7,54 @@ place that knows about text, prefixes and batching.
 """
 from __future__ import annotations
 
+import itertools
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import reference
 from .config import ModelConfig, read_config
+from .errors import InputError, TruncationWarning
 from .hub import resolve_model_dir
+from .long_texts import LazyUntruncatedTokenizer, combine_windows
+from .progress import Progress
 from .tokenizer import Tokenizer
 from .weights import load_weights
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 PREFIXES = {"query": "query: ", "passage": "passage: "}
 BACKENDS = ("fast", "reference")
+LONG_MODES = ("truncate", "window")  # what encode() does with a text longer than max_length tokens
+DEFAULT_CHUNK_SIZE = 1024  # texts read, sorted by length and embedded together by encode_chunks / encode_iter
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """The checked options of one encode call (see Model.encode)."""
+    batch_size: int
+    normalize: bool
+    prefix: str  # "" for none
+    backend: str
+    long: str  # "truncate" or "window"
+    max_length: int  # tokens per sequence, <s> and </s> included
+
+
+def check_texts(texts, first_index: int = 0) -> None:
+    """Every item must be a str: the error names the index of the first that is not."""
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{first_index + i}] is {type(t).__name__}, expected str")
+
+
+def warn_truncated(truncated: int, total: int, max_length: int) -> None:
+    """One TruncationWarning for a whole call, with the count (nothing if no text was cut)."""
+    if truncated:
+        warnings.warn(f"{truncated} of {total} texts were longer than {max_length} tokens and were truncated "
+                      f"to their first {max_length} (long='window' embeds all of a text)",
+                      TruncationWarning, stacklevel=3)
 
 
 class Model:
@@ -37,6 +71,8 @@ class Model:
         self.backend = backend
         self.matmul = matmul  # the fast path's matmul: "numba" (kernels.linear) or "blas" (numpy sgemm)
         self._encoder = None  # the fast path's FastEncoder, built on first use
+        # ids without truncation, for long="window" and max_length != 512 (built on first use)
+        self._untruncated = LazyUntruncatedTokenizer(tokenizer.backend)
 
     def __repr__(self) -> str:
         c = self.config
@@ -87,43 +123,173 @@ class Model:
 
     # ---------------------------------------------------------------- text -> vectors
     def encode(self, texts, batch_size: int = 32, normalize: bool | None = None, prefix: str | None = None,
-               backend: str | None = None) -> np.ndarray:
+               backend: str | None = None, *, long: str = "truncate", max_length: int | None = None,
+               show_progress=False) -> np.ndarray:
         """Embed texts: a list of str -> float32 [n, hidden]; one str -> [hidden].
 
         prefix: None (texts used as given), "query" / "passage" (adds "query: " /
         "passage: ", what e5 expects), or any other string to prepend.
         normalize: None follows the model's files (e5: L2-normalised).
-        Texts longer than max_seq_length tokens are truncated, like transformers.
+        max_length: tokens per text, <s> and </s> included; None is the model's
+        max_seq_length (512 for e5), at most max_position_embeddings.
+        long: what happens to a text longer than max_length tokens:
+          "truncate" (default) keeps its first max_length tokens, exactly like
+            transformers, and warns once per call (TruncationWarning) with the count;
+          "window" embeds all of it: the text's tokens are cut into windows of
+            max_length - 2, each embedded as <s> window </s>, and the windows'
+            vectors averaged weighted by their token counts, then normalised.
+            A text that fits in max_length gives exactly the "truncate" result.
+        show_progress: True draws a progress bar on stderr (texts/s, tokens/s);
+        a number of seconds draws it only once the job has run that long.
         """
         single = isinstance(texts, str)
         items = [texts] if single else texts
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        check_texts(items)
+        options = self._options(batch_size, normalize, prefix, backend, long, max_length)
+        with Progress(show_progress, total=len(items)) as progress:
+            out, truncated = self._embed_texts(list(items), options, progress)
+        warn_truncated(truncated, len(items), options.max_length)
+        return out[0] if single else out
+
+    def encode_chunks(self, texts, batch_size: int = 32, normalize: bool | None = None, prefix: str | None = None,
+                      backend: str | None = None, *, long: str = "truncate", max_length: int | None = None,
+                      show_progress=False, chunk_size: int = DEFAULT_CHUNK_SIZE, total: int | None = None):
+        """Embed any iterable of str lazily: yields float32 [k, hidden] blocks, in input order.
+
+        Reads chunk_size texts, embeds them (sorted by length into batches of
+        batch_size inside the chunk), yields the chunk's rows in input order,
+        then reads the next chunk: memory is bounded by chunk_size, whatever
+        the number of texts. The blocks, stacked, equal encode(list(texts)) up
+        to float rounding. Options as in encode(); total (default: len(texts)
+        if it has one) is only for the progress bar. The truncation warning
+        comes once, when the iteration ends, with the count over all chunks.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be an iterable of str, got one str (use encode(text) for one text)")
+        try:
+            iterator = iter(texts)
+        except TypeError:
+            raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}") from None
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        options = self._options(batch_size, normalize, prefix, backend, long, max_length)
+        if total is None and hasattr(texts, "__len__"):
+            total = len(texts)
+        return self._chunks(iterator, options, chunk_size, show_progress, total)
+
+    def encode_iter(self, texts, batch_size: int = 32, **options):
+        """Embed any iterable of str lazily: yields one float32 [hidden] vector per text, in input order.
+
+        encode_chunks() one row at a time; same options. For example, a file
+        of one text per line, with memory independent of its length:
+
+            with open("docs.txt", encoding="utf-8") as f:
+                for vector in model.encode_iter(line.rstrip("\\n") for line in f):
+                    ...
+        """
+        blocks = self.encode_chunks(texts, batch_size, **options)  # checks the options now, not at first next()
+        return (row for block in blocks for row in block)
+
+    def _chunks(self, iterator, options: "EncodeOptions", chunk_size: int, show_progress, total: int | None):
+        """The generator behind encode_chunks (options already checked)."""
+        seen = truncated = 0
+        progress = Progress(show_progress, total=total)
+        try:
+            while True:
+                chunk = list(itertools.islice(iterator, chunk_size))
+                if not chunk:
+                    return
+                check_texts(chunk, first_index=seen)
+                block, n_truncated = self._embed_texts(chunk, options, progress)
+                seen += len(chunk)
+                truncated += n_truncated
+                yield block
+        finally:  # also when the caller stops early: say what was truncated so far
+            progress.close()
+            warn_truncated(truncated, seen, options.max_length)
+
+    def _options(self, batch_size, normalize, prefix, backend, long, max_length) -> "EncodeOptions":
+        """Check encode()'s options; fill in the model's defaults."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if prefix is not None:
-            if not isinstance(prefix, str):
-                raise TypeError(f"prefix must be a str or None, got {type(prefix).__name__}")
-            prefix = PREFIXES.get(prefix, prefix)
-            items = [prefix + t for t in items]
-        normalize = self.config.normalize if normalize is None else bool(normalize)
-
-        out = np.zeros((len(items), self.config.hidden_size), dtype=np.float32)
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str or None, got {type(prefix).__name__}")
         backend = backend or self.backend
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        ids, _ = self.tokenizer.encode(list(items)) if items else ([], 0)
-        # Sort by length so texts of similar length share a batch (the reference path
-        # pads less; the fast path packs tokens without padding); output keeps input order.
+        if long not in LONG_MODES:
+            raise InputError(f"long must be one of {LONG_MODES}, got {long!r}")
+        max_length = self.tokenizer.max_length if max_length is None else max_length
+        if isinstance(max_length, bool) or not isinstance(max_length, int):
+            raise InputError(f"max_length must be an integer, got {max_length!r}")
+        limit = self.config.max_position_embeddings
+        if max_length < 1:
+            raise InputError(f"max_length must be a positive number of tokens, got {max_length}")
+        if max_length > limit:
+            raise InputError(f"max_length {max_length} exceeds the model's max_position_embeddings ({limit}): "
+                             f"positions past {limit} have no embedding")
+        if long == "window" or max_length != self.tokenizer.max_length:
+            specials = self._untruncated.get().num_special_tokens
+            least = specials + 1 if long == "window" else specials
+            if max_length < least:
+                what = "and at least one token of text per window" if long == "window" else "tokens"
+                raise InputError(f"max_length must be at least {least} (room for {specials} special {what}), "
+                                 f"got {max_length}")
+        return EncodeOptions(batch_size=batch_size,
+                             normalize=self.config.normalize if normalize is None else bool(normalize),
+                             prefix=PREFIXES.get(prefix, prefix) if prefix is not None else "",
+                             backend=backend, long=long, max_length=max_length)
+
+    def _embed_texts(self, texts: list, options: "EncodeOptions", progress: Progress) -> tuple[np.ndarray, int]:
+        """Texts -> (embeddings [n, hidden] in input order, how many texts were truncated)."""
+        if options.prefix:
+            texts = [options.prefix + t for t in texts]
+        if not texts:
+            return np.zeros((0, self.config.hidden_size), dtype=np.float32), 0
+        if options.long == "window":
+            pooled, truncated = self._embed_windows(texts, options, progress), 0
+        else:
+            ids, truncated = self._truncated_ids(texts, options.max_length)
+            pooled = self._embed_sorted(ids, options, lambda rows, tokens: progress.update(len(rows), tokens))
+        return (reference.l2_normalize(pooled) if options.normalize else pooled), truncated
+
+    def _embed_sorted(self, ids: list, options: "EncodeOptions", on_batch) -> np.ndarray:
+        """Token id lists -> pooled vectors [n, hidden] in input order, not normalised.
+
+        Sorts by length so that texts of similar length share a batch (the
+        reference path pads less; the fast path packs tokens without padding).
+        on_batch(rows, n_tokens) is called after each batch, for progress.
+        """
+        out = np.empty((len(ids), self.config.hidden_size), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            pooled = self._embed_ids([ids[i] for i in rows], backend)  # [b, H]
-            out[rows] = reference.l2_normalize(pooled) if normalize else pooled
-        return out[0] if single else out
+        for start in range(0, len(order), options.batch_size):
+            rows = order[start:start + options.batch_size]
+            batch = [ids[i] for i in rows]
+            out[rows] = self._embed_ids(batch, options.backend)  # [b, H]
+            on_batch(rows, sum(len(x) for x in batch))
+        return out
+
+    def _truncated_ids(self, texts: list, max_length: int) -> tuple[list, int]:
+        """Token ids cut to max_length like transformers, and how many texts were cut."""
+        if max_length == self.tokenizer.max_length:
+            return self.tokenizer.encode(texts)  # the tokenizer truncates to its own max_length
+        return self._untruncated.get().truncate(texts, max_length)
+
+    def _embed_windows(self, texts: list, options: "EncodeOptions", progress: Progress) -> np.ndarray:
+        """long="window" (see minie5/long_texts.py): every token of every text -> [n, hidden], not normalised."""
+        windows, owner = self._untruncated.get().windows(texts, options.max_length)
+        remaining = np.bincount(owner, minlength=len(texts))  # windows not yet embedded, per text
+
+        def on_batch(rows, n_tokens):  # progress counts a text once its last window is done
+            texts_in_batch = np.unique(owner[rows])
+            np.subtract.at(remaining, owner[rows], 1)
+            progress.update(int(np.count_nonzero(remaining[texts_in_batch] == 0)), n_tokens)
+
+        pooled = self._embed_sorted(windows, options, on_batch)  # [windows, H]
+        lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
+        return combine_windows(pooled, owner, lengths, len(texts))
 
     def _embed_ids(self, ids: list, backend: str) -> np.ndarray:
         """Token id lists -> pooled vectors [b, H] (before normalisation)."""
