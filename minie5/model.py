@@ -43,10 +43,16 @@ class EncodeOptions:
 
 
 def check_texts(texts, first_index: int = 0) -> None:
-    """Every item must be a str: the error names the index of the first that is not."""
+    """Every item must be a str of valid Unicode: the error names the index of the first that is not."""
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{first_index + i}] is {type(t).__name__}, expected str")
+        if not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800": not text
+                raise ValueError(f"texts[{first_index + i}] has a lone surrogate {t[e.start]!r} at position "
+                                 f"{e.start}: it is not valid Unicode text and cannot be tokenized") from None
 
 
 def warn_truncated(truncated: int, total: int, max_length: int) -> None:
@@ -127,8 +133,10 @@ class Model:
                show_progress=False) -> np.ndarray:
         """Embed texts: a list of str -> float32 [n, hidden]; one str -> [hidden].
 
-        prefix: None (texts used as given), "query" / "passage" (adds "query: " /
-        "passage: ", what e5 expects), or any other string to prepend.
+        prefix: None (texts used as given, unless the model declares a default
+        prompt), a prompt name: "query" / "passage" (e5: adds "query: " /
+        "passage: ") or any name the model's config_sentence_transformers.json
+        declares, or any other string to prepend. See ModelConfig.prompt.
         normalize: None follows the model's files (e5: L2-normalised).
         max_length: tokens per text, <s> and </s> included; None is the model's
         max_seq_length (512 for e5), at most max_position_embeddings.
@@ -239,7 +247,7 @@ class Model:
                                  f"got {max_length}")
         return EncodeOptions(batch_size=batch_size,
                              normalize=self.config.normalize if normalize is None else bool(normalize),
-                             prefix=PREFIXES.get(prefix, prefix) if prefix is not None else "",
+                             prefix=self.config.prompt(prefix),  # prompt name -> its text (config.py)
                              backend=backend, long=long, max_length=max_length)
 
     def _embed_texts(self, texts: list, options: "EncodeOptions", progress: Progress) -> tuple[np.ndarray, int]:
