@@ -1,33 +1,46 @@
 """ModelConfig: everything minie5 needs to know about a model, read once.
 
-The encoder sizes come from config.json (the Hugging Face BertModel config);
-how token vectors become one text vector (pooling, normalisation, maximum
-length) comes from the sentence-transformers files beside it:
+The encoder sizes come from config.json (the Hugging Face BertModel or
+XLMRobertaModel config); how token vectors become one text vector (pooling,
+normalisation, maximum length, prompts) comes from the sentence-transformers
+files beside it:
 
-    modules.json                 which modules run after the encoder (Normalize?)
-    1_Pooling/config.json        mean / CLS / max pooling
-    sentence_bert_config.json    max_seq_length
+    modules.json                        which modules run after the encoder (Normalize?)
+    1_Pooling/config.json               mean / CLS / max pooling
+    sentence_bert_config.json           max_seq_length
+    config_sentence_transformers.json   prompts ("query: " ...) and the default prompt
+
+Two architectures share one encoder: BERT and XLM-RoBERTa differ only in how
+tokens are numbered for the position embeddings (see position_offset).
 
 Nothing here is specific to multilingual-e5-small: its values are simply what
 its config.json says (shown in the comments for orientation).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 from .errors import ModelFileError, UnsupportedModelError
 
-SUPPORTED_MODEL_TYPES = ("bert",)
+SUPPORTED_MODEL_TYPES = ("bert", "xlm-roberta")
 SUPPORTED_ACTIVATIONS = ("gelu",)  # exact erf GELU, as in BERT and e5
 POOLING_MODES = ("mean", "cls", "max")
+# The prompts of the e5 models, used when config_sentence_transformers.json declares none.
+E5_PROMPTS = MappingProxyType({"query": "query: ", "passage": "passage: "})
+# encode(prefix="passage") also finds a prompt declared under these names
+# (as sentence-transformers' encode_document does).
+PROMPT_ALIASES = {"query": ("query",), "passage": ("passage", "document", "corpus")}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     # --- the encoder, from config.json ------------------------------------
-    model_type: str  # "bert"
+    model_type: str  # "bert" or "xlm-roberta"
     vocab_size: int  # rows of the word-embedding matrix (e5-small: 250037)
     hidden_size: int  # width of the residual stream (e5-small: 384)
     num_hidden_layers: int  # transformer blocks (e5-small: 12)
@@ -37,16 +50,54 @@ class ModelConfig:
     layer_norm_eps: float  # epsilon inside every LayerNorm (e5-small: 1e-12)
     max_position_embeddings: int  # rows of the position-embedding matrix (512)
     type_vocab_size: int  # rows of the token-type matrix; minie5 always uses type 0
-    pad_token_id: int  # config.json's pad id (informational: padding is found by the mask)
+    pad_token_id: int  # config.json's pad id (XLM-R: also the position row of pad tokens)
     # --- how token vectors become a text vector -----------------------------
     pooling: str = "mean"  # "mean" over real tokens, "cls" (first token) or "max"
     normalize: bool = True  # L2-normalise the pooled vector (a Normalize module)
     max_seq_length: int = 512  # tokens per text, <s> and </s> included; longer texts are truncated
+    # prompt name -> text prepended by encode(prefix=name) (e5: "query" -> "query: ")
+    prompts: Mapping[str, str] = dataclass_field(default_factory=lambda: E5_PROMPTS, hash=False)
+    default_prompt_name: str | None = None  # the prompt encode(prefix=None) applies, if any
 
     @property
     def head_dim(self) -> int:
         """Width of one attention head (e5-small: 384 / 12 = 32)."""
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def positions_skip_padding(self) -> bool:
+        """XLM-R numbers only the non-pad tokens of a row; BERT numbers every column."""
+        return self.model_type == "xlm-roberta"
+
+    @property
+    def position_offset(self) -> int:
+        """Position-embedding row of a text's first token.
+
+        BERT: 0 (token t reads row t). XLM-R: pad_token_id + 1 (e5-base: 2), as
+        fairseq numbers tokens; pad tokens read row pad_token_id.
+        """
+        return self.pad_token_id + 1 if self.positions_skip_padding else 0
+
+    @property
+    def max_positions(self) -> int:
+        """The longest token sequence the position table can number (BERT 512; XLM-R 514 - 2 = 512)."""
+        return self.max_position_embeddings - self.position_offset
+
+    def prompt(self, prefix: str | None) -> str:
+        """The text encode() prepends for its prefix argument.
+
+        None -> the default prompt if the model declares one, else "" (texts as given);
+        a prompt name ("query", "passage", or any name the model declares) -> its text,
+        "" when the model declares prompts but not that one; any other string -> itself.
+        """
+        if prefix is None:
+            return self.prompts[self.default_prompt_name] if self.default_prompt_name else ""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str or None, got {type(prefix).__name__}")
+        for name in PROMPT_ALIASES.get(prefix, (prefix,)):
+            if name in self.prompts:
+                return self.prompts[name]
+        return "" if prefix in PROMPT_ALIASES else prefix
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config.json", **overrides) -> "ModelConfig":
@@ -69,18 +120,20 @@ class ModelConfig:
         model_type = field("model_type", str)
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise UnsupportedModelError(
-                source, f"model_type '{model_type}' is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+                source, f"field 'model_type' is '{model_type}', which minie5 does not run "
+                        f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
             )
         hidden_act = field("hidden_act", str)
         if hidden_act not in SUPPORTED_ACTIVATIONS:
             raise UnsupportedModelError(
-                source, f"hidden_act '{hidden_act}' is not supported (supported: {', '.join(SUPPORTED_ACTIVATIONS)})"
+                source, f"field 'hidden_act' is '{hidden_act}', which minie5 does not run "
+                        f"(supported: {', '.join(SUPPORTED_ACTIVATIONS)})"
             )
-        overrides.setdefault("max_seq_length", field("max_position_embeddings", int))
         position_type = field("position_embedding_type", str, "absolute")
         if position_type != "absolute":
             raise UnsupportedModelError(
-                source, f"position_embedding_type '{position_type}' is not supported (only 'absolute')"
+                source, f"field 'position_embedding_type' is '{position_type}', which minie5 does not run "
+                        f"(only 'absolute')"
             )
         config = cls(
             model_type=model_type,
@@ -96,6 +149,8 @@ class ModelConfig:
             pad_token_id=field("pad_token_id", int, 0),
             **overrides,
         )
+        if "max_seq_length" not in overrides:  # all the position table allows (XLM-R: 514 - 2)
+            config = dataclasses.replace(config, max_seq_length=config.max_positions)
         config.check(source)
         return config
 
@@ -114,11 +169,20 @@ class ModelConfig:
             raise ModelFileError(source, f"field 'layer_norm_eps' must be positive, got {self.layer_norm_eps}")
         if self.pooling not in POOLING_MODES:
             raise ModelFileError(source, f"pooling '{self.pooling}' is not one of {POOLING_MODES}")
-        if self.max_seq_length > self.max_position_embeddings:
+        if self.max_seq_length > self.max_positions:
+            offset = f" - {self.position_offset} (XLM-R numbers positions from pad_token_id + 1)" \
+                if self.position_offset else ""
             raise ModelFileError(
                 source,
-                f"max_seq_length {self.max_seq_length} exceeds max_position_embeddings {self.max_position_embeddings}",
+                f"max_seq_length {self.max_seq_length} exceeds the {self.max_positions} positions the model can "
+                f"embed (max_position_embeddings {self.max_position_embeddings}{offset})",
             )
+        if self.positions_skip_padding and not 0 <= self.pad_token_id < self.max_position_embeddings:
+            raise ModelFileError(source, f"field 'pad_token_id' {self.pad_token_id} is not a row of the "
+                                         f"position table (max_position_embeddings {self.max_position_embeddings})")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise ModelFileError(source, f"default_prompt_name '{self.default_prompt_name}' is not one of the "
+                                         f"prompts {sorted(self.prompts)}")
 
 
 def _read_json(path: Path):
@@ -135,8 +199,9 @@ def read_config(model_dir: str | Path) -> ModelConfig:
     """Read config.json and the sentence-transformers files of a model directory.
 
     Where a sentence-transformers file is absent, minie5 uses the e5 convention:
-    mean pooling, L2 normalisation, and max_seq_length = the smaller of
-    max_position_embeddings and the tokenizer's model_max_length.
+    mean pooling, L2 normalisation, the prompts "query: " / "passage: ", and
+    max_seq_length = the smaller of what the position table allows and the
+    tokenizer's model_max_length (as sentence-transformers does).
     """
     model_dir = Path(model_dir)
     config_path = model_dir / "config.json"
@@ -159,7 +224,6 @@ def read_config(model_dir: str | Path) -> ModelConfig:
         types = [str(m.get("type", "")) for m in modules if isinstance(m, dict)]
         overrides["normalize"] = any(t.endswith(".Normalize") for t in types)
 
-    max_length = None
     st_path = model_dir / "sentence_bert_config.json"
     if st_path.is_file():
         st = _read_json(st_path)
@@ -167,15 +231,47 @@ def read_config(model_dir: str | Path) -> ModelConfig:
             max_length = st["max_seq_length"]
             if isinstance(max_length, bool) or not isinstance(max_length, int):
                 raise ModelFileError(st_path, f"field 'max_seq_length' must be an integer, got {max_length!r}")
-    if max_length is None:
-        max_length = raw.get("max_position_embeddings", 512)
+            overrides["max_seq_length"] = max_length
+
+    prompts_path = model_dir / "config_sentence_transformers.json"
+    if prompts_path.is_file():
+        overrides.update(_prompts(_read_json(prompts_path), prompts_path))
+
+    config = ModelConfig.from_dict(raw, source=str(config_path), **overrides)
+    if "max_seq_length" not in overrides:  # no sentence_bert_config.json: also respect the tokenizer's limit
         tok_config_path = model_dir / "tokenizer_config.json"
         if tok_config_path.is_file():
-            model_max = _read_json(tok_config_path).get("model_max_length")
-            if isinstance(model_max, int) and 0 < model_max < max_length:
-                max_length = model_max
-    overrides["max_seq_length"] = max_length
-    return ModelConfig.from_dict(raw, source=str(config_path), **overrides)
+            tok_config = _read_json(tok_config_path)
+            model_max = tok_config.get("model_max_length") if isinstance(tok_config, dict) else None
+            if isinstance(model_max, int) and not isinstance(model_max, bool) and 0 < model_max < config.max_seq_length:
+                config = dataclasses.replace(config, max_seq_length=model_max)
+    return config
+
+
+def _prompts(raw, path: Path) -> dict:
+    """The prompts of config_sentence_transformers.json: {"prompts": ..., "default_prompt_name": ...}.
+
+    A file without a "prompts" field (written by sentence-transformers < 2.4)
+    declares nothing, and the e5 defaults stay.
+    """
+    if not isinstance(raw, dict):
+        raise ModelFileError(path, "must hold a JSON object")
+    found = {}
+    if raw.get("prompts") is not None:
+        prompts = raw["prompts"]
+        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in prompts.items()):
+            raise ModelFileError(path, f"field 'prompts' must map prompt names to strings, got {prompts!r}")
+        found["prompts"] = MappingProxyType(dict(prompts))
+    name = raw.get("default_prompt_name")
+    if name is not None:
+        if not isinstance(name, str):
+            raise ModelFileError(path, f"field 'default_prompt_name' must be a string, got {name!r}")
+        if name not in found.get("prompts", E5_PROMPTS):
+            raise ModelFileError(path, f"field 'default_prompt_name' is '{name}', which is not one of the prompts "
+                                       f"{sorted(found.get('prompts', E5_PROMPTS))}")
+        found["default_prompt_name"] = name
+    return found
 
 
 def _pooling_mode(raw, path: Path) -> str:

@@ -1,7 +1,12 @@
 """The fast forward: the reference encoder's steps, run as Numba kernels on packed tokens.
 
     ids of B texts -> pack into one [N] array (N = total real tokens, no padding)
-    -> kernels.embed -> L x layer -> [N, H] hidden states -> kernels.*_pool -> [B, H]
+    -> position_rows -> kernels.embed -> L x layer -> [N, H] hidden states -> kernels.*_pool -> [B, H]
+
+pack() numbers each text's tokens 0, 1, 2, ...; position_rows() turns those
+into rows of the position-embedding matrix: the same numbers for BERT,
+pad_token_id + 1, + 2, ... over the non-pad tokens for XLM-R (exactly
+reference.position_ids, restricted to the packed tokens).
 
 One layer, with the workspace arrays it writes (all [N, *], reused by every layer):
 
@@ -24,7 +29,7 @@ import threading
 
 import numpy as np
 
-from . import kernels
+from . import kernels, reference
 from .config import ModelConfig
 
 _NUMBA_LOCK = threading.Lock()
@@ -83,11 +88,16 @@ class FastEncoder:
 
     # ------------------------------------------------------------------ packed API
     def forward_packed(self, token_ids: np.ndarray, positions: np.ndarray, seq_starts: np.ndarray) -> np.ndarray:
-        """token_ids, positions: [N] int64; seq_starts: [B+1] int64 -> hidden states [N, H] float32."""
-        with _NUMBA_LOCK:
-            return self._forward_packed(token_ids, positions, seq_starts).copy()
+        """token_ids, positions: [N] int64; seq_starts: [B+1] int64 -> hidden states [N, H] float32.
 
-    def _forward_packed(self, token_ids, positions, seq_starts):
+        positions: each token's index in its text, 0, 1, 2, ... (as pack() gives them).
+        """
+        rows = position_rows(self.config, token_ids, positions, seq_starts)
+        with _NUMBA_LOCK:
+            return self._forward_packed(token_ids, rows, seq_starts).copy()
+
+    def _forward_packed(self, token_ids, pos_rows, seq_starts):
+        """pos_rows: [N] rows of the position-embedding matrix (from position_rows, or forward)."""
         c, w = self.config, self.w
         N = token_ids.shape[0]
         self.work.ensure(N)
@@ -95,7 +105,7 @@ class FastEncoder:
         x, q, k, v = ws.x[:N], ws.q[:N], ws.k[:N], ws.v[:N]
         context, proj, ffn = ws.context[:N], ws.proj[:N], ws.ffn[:N]
         eps = float(c.layer_norm_eps)
-        kernels.embed(token_ids, positions, w["embeddings.word_embeddings.weight"],
+        kernels.embed(token_ids, pos_rows, w["embeddings.word_embeddings.weight"],
                       w["embeddings.position_embeddings.weight"], self.token_type_row,
                       w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
         linear = self.linear
@@ -116,9 +126,10 @@ class FastEncoder:
         return x
 
     def embed_packed(self, token_ids, positions, seq_starts, pooling: str) -> np.ndarray:
-        """Encode and pool: -> [B, H] float32 (not normalised)."""
+        """Encode and pool: -> [B, H] float32 (not normalised). Arguments as forward_packed."""
+        rows = position_rows(self.config, token_ids, positions, seq_starts)
         with _NUMBA_LOCK:
-            hidden = self._forward_packed(token_ids, positions, seq_starts)
+            hidden = self._forward_packed(token_ids, rows, seq_starts)
             pooled = np.empty((seq_starts.shape[0] - 1, self.config.hidden_size), np.float32)
             kernels.POOLERS[pooling](hidden, seq_starts, pooled)
         return pooled
@@ -127,13 +138,15 @@ class FastEncoder:
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """input_ids, attention_mask: [B, T] -> [B, T, H], like reference.forward.
 
-        The real tokens (mask 1) are packed with their original positions; padding
+        The real tokens (mask 1) are packed with the position rows transformers
+        gives them in the padded batch (reference.position_ids); padding
         positions of the result are 0.
         """
         B, T = input_ids.shape
         rows, cols = np.nonzero(attention_mask)  # row-major: each text's tokens in order
         token_ids = np.ascontiguousarray(input_ids[rows, cols], dtype=np.int64)
-        positions = np.ascontiguousarray(cols, dtype=np.int64)
+        positions = np.ascontiguousarray(reference.position_ids(self.config, input_ids)[rows, cols], dtype=np.int64)
+        check_position_rows(self.config, positions)
         seq_starts = np.zeros(B + 1, np.int64)
         np.cumsum(attention_mask.sum(axis=1), out=seq_starts[1:])
         out = np.zeros((B, T, self.config.hidden_size), np.float32)
@@ -150,3 +163,31 @@ def pack(ids: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     token_ids = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(seq_starts[-1]))
     positions = np.arange(seq_starts[-1], dtype=np.int64) - np.repeat(seq_starts[:-1], lengths)
     return token_ids, positions, seq_starts
+
+
+def position_rows(config: ModelConfig, token_ids, positions, seq_starts) -> np.ndarray:
+    """Packed tokens -> the row of the position-embedding matrix each reads: [N] int64.
+
+    token_ids, positions: [N] (positions: index in the text, 0, 1, 2, ...);
+    seq_starts: [B+1]. Twin: reference.position_ids, for texts without padding.
+    BERT: the index itself. XLM-R: pad_token_id + 1, + 2, ... counting only the
+    non-pad tokens of each text; a pad token reads row pad_token_id.
+    """
+    if not config.positions_skip_padding:
+        rows = np.asarray(positions, dtype=np.int64)
+    else:
+        real = np.asarray(token_ids) != config.pad_token_id  # [N]
+        before = np.concatenate([[0], np.cumsum(real)])  # [N+1] real tokens before each slot, all texts
+        lengths = np.diff(seq_starts)  # [B]
+        count = before[1:] - np.repeat(before[seq_starts[:-1]], lengths) - 1  # [N] 0, 1, ... within a text
+        rows = np.where(real, config.position_offset + count, config.pad_token_id).astype(np.int64)
+    check_position_rows(config, rows)
+    return np.ascontiguousarray(rows)
+
+
+def check_position_rows(config: ModelConfig, rows) -> None:
+    """Numba does not bounds-check: refuse a position past the table before kernels.embed reads it."""
+    if rows.size and (rows.min() < 0 or rows.max() >= config.max_position_embeddings):
+        raise ValueError(f"a token at position row {int(rows.max())} is past the position-embedding table "
+                         f"(max_position_embeddings {config.max_position_embeddings}): at most "
+                         f"{config.max_positions} tokens per sequence")

@@ -19,6 +19,7 @@ OPTIONAL_FILES = (
     "modules.json",
     "sentence_bert_config.json",
     "1_Pooling/config.json",
+    "config_sentence_transformers.json",
 )
 
 

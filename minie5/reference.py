@@ -1,5 +1,8 @@
 """The textbook: a BERT encoder forward pass in plain NumPy.
 
+The same code runs XLM-RoBERTa (multilingual-e5-base / -large): the two
+differ only in position_ids, how tokens are numbered for the position table.
+
 Read this file top to bottom to see the whole model. Each block is one small
 function with the shapes of its arrays in comments, for multilingual-e5-small:
 hidden H = 384, heads A = 12, head_dim D = 32, FFN F = 1536, L = 12 layers.
@@ -42,13 +45,23 @@ def gelu(x):
     return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(np.float32)
 
 
+def position_ids(config: ModelConfig, input_ids):
+    # input_ids: [B, T] -> [B, T] int64, the row of the position-embedding matrix each token reads
+    B, T = input_ids.shape
+    if not config.positions_skip_padding:  # BERT: token t of every row reads row t
+        return np.broadcast_to(np.arange(T, dtype=np.int64), (B, T))
+    # XLM-R: real tokens are numbered pad_token_id + 1, + 2, ...; pad tokens read row pad_token_id
+    real = input_ids != config.pad_token_id  # [B, T]
+    count = np.cumsum(real, axis=1) - 1  # [B, T] 0, 1, 2, ... over the real tokens of a row
+    return np.where(real, config.position_offset + count, config.pad_token_id)
+
+
 def embed(config: ModelConfig, w: Weights, input_ids):
     # input_ids: [B, T] -> hidden: [B, T, H]
-    seq = input_ids.shape[1]
     words = w["embeddings.word_embeddings.weight"][input_ids]  # [B, T, H] one row per token id
-    positions = w["embeddings.position_embeddings.weight"][:seq]  # [T, H] positions 0..T-1
+    positions = w["embeddings.position_embeddings.weight"][position_ids(config, input_ids)]  # [B, T, H]
     token_type = w["embeddings.token_type_embeddings.weight"][0]  # [H] every token is type 0
-    x = words + positions[None, :, :] + token_type  # [B, T, H]
+    x = words + positions + token_type  # [B, T, H]
     return layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], config.layer_norm_eps)
 
 

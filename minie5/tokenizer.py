@@ -1,9 +1,13 @@
 """Text -> token ids, identical to transformers' AutoTokenizer.
 
 minie5 runs the `tokenizers` library on the model's tokenizer.json, with one
-correction. transformers 5 does not run an XLM-RoBERTa tokenizer.json as
-written: it rebuilds the pipeline the way SentencePiece (which the model was
-trained with) tokenizes:
+correction: transformers 5 does not run a BERT or XLM-RoBERTa tokenizer.json
+as written. Its tokenizer class (named by tokenizer_config.json, else
+config.json, else implied by model_type) takes only the vocabulary from the
+file and rebuilds the rest of the pipeline; minie5 rebuilds it the same way.
+
+XLM-RoBERTa (SentencePiece Unigram): the pipeline is rebuilt the way
+SentencePiece (which the model was trained with) tokenizes:
 
     normalizer     Precompiled(charsmap)            (tokenizer.json adds Replace(" {2,}", " "))
     pre-tokenizer  WhitespaceSplit, then Metaspace  (tokenizer.json has Metaspace alone)
@@ -13,7 +17,18 @@ trained with) tokenizes:
 The difference shows on whitespace: for "hello world " transformers (and
 SentencePiece) give [0, 33600, 31, 8999, 2]; tokenizer.json as written keeps
 a "▁" piece for the trailing space and gives [0, 33600, 31, 8999, 6, 2].
-minie5 applies the same rebuild, so its ids equal transformers' ids.
+
+BERT (WordPiece): the settings come from tokenizer_config.json, with
+transformers' defaults where it is silent, not from tokenizer.json:
+
+    normalizer     BertNormalizer(clean_text, handle_chinese_chars=tokenize_chinese_chars (True),
+                                  strip_accents (None: follow lowercasing), lowercase=do_lower_case (True))
+    pre-tokenizer  BertPreTokenizer (split on whitespace and punctuation)
+    model          WordPiece over the same vocabulary, "##" continuations, unk_token
+    post-processor [CLS] $A [SEP]
+
+Any other tokenizer (a WordLevel test tokenizer, a class transformers loads
+as written) runs as written. Either way minie5's ids equal transformers' ids.
 """
 from __future__ import annotations
 
@@ -22,11 +37,14 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import normalizers, pre_tokenizers, processors
+from tokenizers import models, normalizers, pre_tokenizers, processors
 
 from .errors import ModelFileError
 
 XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
+BERT_CLASSES = ("BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast")
+# The class AutoTokenizer picks from config.json's model_type when no file names one.
+CLASS_OF_MODEL_TYPE = {"bert": "BertTokenizer", "xlm-roberta": "XLMRobertaTokenizer"}
 
 
 def _find_precompiled(normalizer):
@@ -63,6 +81,40 @@ def _rebuild_xlmr(tokenizer: HFTokenizer, tokenizer_config: dict) -> None:
     )
 
 
+def _rebuild_bert(tokenizer: HFTokenizer, tokenizer_config: dict) -> None:
+    """Make the pipeline the one transformers 5's BertTokenizer builds (settings from tokenizer_config.json)."""
+    unk = tokenizer_config.get("unk_token") or "[UNK]"
+    cls = tokenizer_config.get("cls_token") or "[CLS]"
+    sep = tokenizer_config.get("sep_token") or "[SEP]"
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    tokenizer.model = models.WordPiece(vocab, unk_token=unk)  # "##", 100 chars per word: transformers' defaults
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=tokenizer_config.get("tokenize_chinese_chars", True),
+        strip_accents=tokenizer_config.get("strip_accents"),  # None: strip accents when lower-casing
+        lowercase=tokenizer_config.get("do_lower_case", True),
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+    )
+
+
+def _read_json_dict(path: Path) -> dict:
+    """A JSON object file, or {} if absent."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelFileError(path, f"is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ModelFileError(path, "must hold a JSON object")
+    return value
+
+
 def _token_string(value) -> str | None:
     if isinstance(value, dict):  # {"content": "<pad>", ...} in older tokenizer_config files
         value = value.get("content")
@@ -83,31 +135,30 @@ class Tokenizer:
             self._tokenizer = HFTokenizer.from_file(str(path))
         except Exception as e:
             raise ModelFileError(path, f"cannot be parsed as a tokenizers file ({e})") from None
-        tokenizer_config = {}
-        config_path = model_dir / "tokenizer_config.json"
-        if config_path.is_file():
-            try:
-                tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise ModelFileError(config_path, f"is not valid JSON ({e})") from None
-        for key in ("bos_token", "eos_token", "pad_token"):
+        tokenizer_config = _read_json_dict(model_dir / "tokenizer_config.json")
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token", "cls_token", "sep_token"):
             if key in tokenizer_config:
                 tokenizer_config[key] = _token_string(tokenizer_config[key])
         # Which transformers class would load this tokenizer: tokenizer_config.json
-        # names it, else config.json (as AutoTokenizer does).
-        self.tokenizer_class = tokenizer_config.get("tokenizer_class")
-        if self.tokenizer_class is None and (model_dir / "config.json").is_file():
-            try:
-                self.tokenizer_class = json.loads((model_dir / "config.json").read_text()).get("tokenizer_class")
-            except (json.JSONDecodeError, AttributeError):
-                pass  # config.json errors are reported by read_config
-        if self.tokenizer_class in XLMR_CLASSES:
+        # names it, else config.json, else config.json's model_type (as AutoTokenizer does).
+        try:
+            model_config = _read_json_dict(model_dir / "config.json")
+        except ModelFileError:
+            model_config = {}  # config.json errors are reported by read_config
+        self.tokenizer_class = (tokenizer_config.get("tokenizer_class") or model_config.get("tokenizer_class")
+                                or CLASS_OF_MODEL_TYPE.get(model_config.get("model_type")))
+        model = self._tokenizer.model  # only a vocabulary of the class's kind is rebuilt
+        if self.tokenizer_class in XLMR_CLASSES and isinstance(model, models.Unigram):
             _rebuild_xlmr(self._tokenizer, tokenizer_config)
+        elif self.tokenizer_class in BERT_CLASSES and isinstance(model, models.WordPiece):
+            _rebuild_bert(self._tokenizer, tokenizer_config)
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         self.max_length = max_length
         self._tokenizer.enable_truncation(max_length)  # counts <s> and </s>, like transformers
-        pad = tokenizer_config.get("pad_token") or "<pad>"
+        defaults = ("[PAD]", "<pad>") if self.tokenizer_class in BERT_CLASSES else ("<pad>", "[PAD]")
+        pad = tokenizer_config.get("pad_token") or next(
+            (t for t in defaults if self._tokenizer.token_to_id(t) is not None), defaults[0])
         self.pad_token_id = self._tokenizer.token_to_id(pad)
         if self.pad_token_id is None:
             raise ModelFileError(path, f"pad token '{pad}' is not in the vocabulary")

