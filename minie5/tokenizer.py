@@ -171,9 +171,29 @@ class Tokenizer:
 
     def encode(self, texts: list[str]) -> tuple[list[list[int]], int]:
         """Token ids per text (specials included, truncated) and how many texts were truncated."""
+        texts = [self._head(t) for t in texts]
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
         truncated = sum(1 for e in encodings if e.overflowing)
         return [e.ids for e in encodings], truncated
+
+    def _head(self, text: str) -> str:
+        """A prefix of a very long text that truncates to the same ids as the whole text.
+
+        `tokenizers` tokenizes a text in full before truncating it, and keeps the
+        rest as "overflowing" pieces: a million characters cost seconds, growing
+        faster than the length. Words are tokenized independently (the
+        pre-tokenizer splits at whitespace), so cutting the text at a whitespace
+        far enough in changes nothing in its first max_length tokens, provided the
+        cut text still overflows. That is checked; otherwise the whole text is used.
+        """
+        limit = 16 * self.max_length  # characters: several per token in every script
+        if len(text) <= 2 * limit:
+            return text
+        cut = max(text.rfind(c, 0, limit) for c in (" ", "\n", "\t"))
+        if cut <= 0:
+            return text  # no whitespace to cut at (one very long "word"): tokenize it all
+        head = text[:cut]
+        return head if self._tokenizer.encode(head).overflowing else text
 
     def tokens(self, text: str) -> list[str]:
         """The pieces of one text, for display."""
