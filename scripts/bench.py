@@ -10,6 +10,7 @@ Install: pip install torch==2.13.0 (CPU wheel) first, then pip install -e '.[ben
 
 Engines (skipped with a note when their packages are missing):
     minie5-fast  minie5's Numba path on packed tokens (Model._embed_ids(ids, "fast"))
+    minie5-blas  the same with numpy's BLAS sgemm for the linear layers (matmul="blas")
     minie5-ref   minie5's NumPy reference path, batches padded to the batch max; it is
                  slow, so it runs an evenly spaced 1/16 of W3-W5's batches (marked †)
                  unless --full-reference
@@ -82,7 +83,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-ENGINES = ("minie5-fast", "minie5-ref", "torch", "ort")
+ENGINES = ("minie5-fast", "minie5-blas", "minie5-ref", "torch", "ort")
 HUB_ID = "intfloat/multilingual-e5-small"
 CORPUS = REPO / "tests" / "data" / "multilingual.txt"
 FALLBACK_TEXT = ("Berlin is the capital and largest city of Germany. Paris est la capitale de la France. "
@@ -241,16 +242,17 @@ class Engine:
 class Minie5Engine(Engine):
     """minie5, fast (Numba, packed) or reference (NumPy, padded) backend."""
 
-    def __init__(self, backend: str):
+    def __init__(self, backend: str, matmul: str = "numba"):
         self.backend = backend
-        self.name = "minie5-fast" if backend == "fast" else "minie5-ref"
+        self.matmul = matmul
+        self.name = "minie5-ref" if backend == "reference" else ("minie5-blas" if matmul == "blas" else "minie5-fast")
 
     def import_libs(self):
         import minie5
         self.minie5 = minie5
 
     def load(self, model_dir):
-        self.model = self.minie5.load(model_dir, backend=self.backend)
+        self.model = self.minie5.load(model_dir, backend=self.backend, matmul=self.matmul)
         self.normalize = self.minie5.reference.l2_normalize
 
     def embed_ids(self, batch):
@@ -366,6 +368,8 @@ def _pad_id(model_dir: Path) -> int:
 def make_engine(name: str, onnx_path: Path | None = None) -> Engine:
     if name == "minie5-fast":
         return Minie5Engine("fast")
+    if name == "minie5-blas":
+        return Minie5Engine("fast", matmul="blas")
     if name == "minie5-ref":
         return Minie5Engine("reference")
     if name == "torch":
