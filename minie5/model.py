@@ -25,7 +25,6 @@ from .tokenizer import Tokenizer
 from .weights import load_weights
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
-PREFIXES = {"query": "query: ", "passage": "passage: "}
 BACKENDS = ("fast", "reference")
 LONG_MODES = ("truncate", "window")  # what encode() does with a text longer than max_length tokens
 DEFAULT_CHUNK_SIZE = 1024  # texts read, sorted by length and embedded together by encode_chunks / encode_iter
@@ -104,9 +103,9 @@ class Model:
         if token_type_ids is not None and np.any(np.asarray(token_type_ids) != 0):
             raise ValueError("token_type_ids must be all 0: minie5 embeds with token type 0 only")
         batch, seq = input_ids.shape
-        if seq > self.config.max_position_embeddings:
-            raise ValueError(f"sequence length {seq} exceeds max_position_embeddings "
-                             f"{self.config.max_position_embeddings}")
+        if seq > self.config.max_positions:
+            raise ValueError(f"sequence length {seq} exceeds the {self.config.max_positions} positions "
+                             f"the model can embed")
         if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             bad = int(input_ids.max() if input_ids.max() >= self.config.vocab_size else input_ids.min())
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size})")
@@ -232,7 +231,7 @@ class Model:
         max_length = self.tokenizer.max_length if max_length is None else max_length
         if isinstance(max_length, bool) or not isinstance(max_length, int):
             raise InputError(f"max_length must be an integer, got {max_length!r}")
-        limit = self.config.max_position_embeddings
+        limit = self.config.max_positions
         if max_length < 1:
             raise InputError(f"max_length must be a positive number of tokens, got {max_length}")
         if max_length > limit:
