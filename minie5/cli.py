@@ -2,16 +2,24 @@
 
     minie5 embed "query: how much protein should a female eat"
     minie5 embed --prefix passage "Berlin is the capital of Germany." "Paris is in France."
-    minie5 embed --model ./my-e5-copy "some text"
+    minie5 embed -i docs.txt -o docs.npy --prefix passage        # one text per line -> float32 [n, 384]
+    cat docs.jsonl | minie5 embed --field text -o docs.jsonl.out.jsonl
+    minie5 search --corpus docs.txt "how do plants make sugar" -k 5 --index docs.npy
 
-`embed` prints JSON: one text -> a list of floats (its embedding), several
-texts -> a list of such lists. The model is a hub repo id or a local
+`embed` reads texts from its arguments, from a file (-i FILE: one text per
+line; JSON Lines with --field) or from stdin, and writes their embeddings to
+-o FILE.npy (float32, row i = line i + 1), -o FILE.jsonl ({"index", "embedding"}
+per line) or stdout. On stdout, TEXT arguments give one JSON value (one text ->
+a list of floats, several -> a list of lists), file or stdin input gives JSON
+Lines. `search` embeds a corpus as passages (or loads its saved embeddings) and
+prints the lines closest to each query. The model is a hub repo id or a local
 directory: --model, else $MINIE5_MODEL, else intfloat/multilingual-e5-small.
 
 Each subcommand is one `add_<name>_parser` function (its arguments) and one
 `run_<name>` function (what it does); main() wires them together.
 Errors about the model or the input are printed as one line,
-`minie5: error: ...`, with exit code 2 (the code argparse uses for usage errors).
+`minie5: error: ...`, with exit code 2 (the code argparse uses for usage errors);
+warnings (truncated texts, replaced bytes) as `minie5: warning: ...`.
 """
 from __future__ import annotations
 
@@ -19,16 +27,21 @@ import argparse
 import json
 import os
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .errors import Minie5Error
-from .model import DEFAULT_MODEL, load
+from .errors import InputError, Minie5Error, Minie5Warning
+from .files import STDIN, TextFile, NpyWriter, atomic_path, write_jsonl
+from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
 
 PROG = "minie5"
 EXIT_ERROR = 2
 PREFIX_CHOICES = ("query", "passage", "none")
+OUTPUT_SUFFIXES = (".npy", ".jsonl")
+PROGRESS_DELAY = 2.0  # seconds: the progress bar appears only for jobs that run longer than this
 
 
 def default_model() -> str:
@@ -36,21 +49,70 @@ def default_model() -> str:
     return os.environ.get("MINIE5_MODEL") or DEFAULT_MODEL
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="ID_OR_DIR",
                         help=f"hub repo id or local model directory (default: $MINIE5_MODEL, else {DEFAULT_MODEL})")
 
 
+def add_encoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of Model.encode shared by embed and search."""
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                        help="texts per forward pass (default: 32)")
+    parser.add_argument("--max-length", type=positive_int, default=None, metavar="TOKENS",
+                        help="tokens per text, <s> and </s> included (default and maximum: the model's, 512 "
+                             "for e5)")
+    parser.add_argument("--long", choices=LONG_MODES, default="truncate",
+                        help="texts longer than --max-length: 'truncate' keeps their beginning, like "
+                             "transformers (default; a warning gives the count); 'window' embeds all of them "
+                             "as the token-weighted mean of windows of max-length - 2 tokens")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress bar (by default one appears on a terminal for jobs over a few "
+                             "seconds); warnings are still printed")
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """How text files are read, shared by embed and search."""
+    parser.add_argument("--field", default=None, metavar="NAME",
+                        help="read JSON Lines: each line is an object whose NAME field is the text (default "
+                             "'text' for *.jsonl files)")
+    parser.add_argument("--errors", choices=("strict", "replace"), default="strict",
+                        help="bytes that are not UTF-8: 'strict' stops with the line number (default), "
+                             "'replace' embeds U+FFFD in their place and says how many lines it touched")
+
+
 # ---------------------------------------------------------------- embed
 def add_embed_parser(subparsers) -> None:
-    parser = subparsers.add_parser("embed", help="print the embeddings of texts as JSON",
-                                   description="Print the embedding of each TEXT as JSON: one text gives a "
-                                               "list of floats, several texts a list of lists.")
-    parser.add_argument("texts", nargs="+", metavar="TEXT", help="text to embed (used as given unless --prefix)")
+    parser = subparsers.add_parser(
+        "embed", help="embed texts from arguments, a file or stdin",
+        description="Embed each TEXT, or each line of -i FILE or of stdin. Output: -o FILE.npy (float32 "
+                    "[n, hidden], row i = input i), -o FILE.jsonl (one {\"index\", \"embedding\"} per line), or "
+                    "stdout (JSON for TEXT arguments: one text gives a list of floats, several a list of lists; "
+                    "JSON Lines for file or stdin input). A blank line is embedded as the empty string: the "
+                    "output always has one row per input line.")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="text to embed (used as given unless --prefix)")
+    parser.add_argument("-i", "--input", default=None, metavar="FILE",
+                        help="read one text per line from FILE ('-' for stdin); without TEXT or -i, stdin is read")
+    parser.add_argument("-o", "--output", default=None, metavar="FILE",
+                        help="write to FILE.npy or FILE.jsonl instead of stdout")
     add_model_argument(parser)
     parser.add_argument("--prefix", choices=PREFIX_CHOICES, default="none",
                         help="prepend 'query: ' or 'passage: ' to every text (default: none)")
-    parser.set_defaults(run=run_embed)
+    parser.add_argument("--no-normalize", action="store_true",
+                        help="keep the pooled vectors as they are, without L2 normalisation")
+    add_encoding_arguments(parser)
+    add_input_arguments(parser)
+    parser.set_defaults(run=run_embed, parser=parser)
 
 
 def vector_to_json(vector: np.ndarray) -> list[float]:
@@ -58,16 +120,208 @@ def vector_to_json(vector: np.ndarray) -> list[float]:
     return [float(x) for x in vector]
 
 
+def output_kind(path: str | None) -> str:
+    """-o FILE -> "npy", "jsonl" or "stdout"; an unknown suffix is an error (checked before any work)."""
+    if path is None or path == "-":
+        return "stdout"
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"-o {path}: unknown output format {suffix or '(no suffix)'!r}; "
+                         f"use a .npy or .jsonl file, or no -o for stdout")
+    if not Path(path).absolute().parent.is_dir():
+        raise InputError(f"-o {path}: the directory {Path(path).absolute().parent} does not exist")
+    return suffix[1:]
+
+
+def progress_setting(args: argparse.Namespace):
+    """show_progress for Model.encode: a bar after PROGRESS_DELAY s on a terminal, none with --quiet."""
+    if args.quiet or not sys.stderr.isatty():
+        return False
+    return PROGRESS_DELAY
+
+
+def encode_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of Model.encode / encode_chunks given by the command line."""
+    return dict(batch_size=args.batch_size, max_length=args.max_length, long=args.long,
+                show_progress=progress_setting(args))
+
+
+def open_text_file(path: str, args: argparse.Namespace) -> TextFile:
+    """A TextFile, scanned: every line checked, texts counted, replaced bytes reported."""
+    source = TextFile(path, field_name=args.field, errors=args.errors)
+    source.scan()
+    replaced = source.report.replaced_lines
+    if replaced:
+        shown = ", ".join(str(n) for n in replaced[:10]) + (", ..." if len(replaced) > 10 else "")
+        warn(f"{source.name}: {len(replaced)} line{'s' if len(replaced) > 1 else ''} had bytes that are not "
+             f"valid UTF-8, embedded with U+FFFD in their place (line{'s' if len(replaced) > 1 else ''} {shown})")
+    return source
+
+
+def embed_input(args: argparse.Namespace) -> TextFile | None:
+    """The TextFile to read (None when the texts are arguments); usage errors name what is wrong."""
+    if args.texts and args.input is not None:
+        args.parser.error("give TEXT arguments or -i FILE, not both")
+    if args.texts:
+        return None
+    if args.input is None and sys.stdin.isatty():
+        args.parser.error("no texts: give TEXT arguments, -i FILE, or pipe one text per line on stdin")
+    source = open_text_file(args.input or STDIN, args)
+    if args.input is None and source.report.texts == 0:  # nothing piped in: surely a mistake
+        source.close()
+        args.parser.error("no texts: give TEXT arguments, -i FILE, or pipe one text per line on stdin "
+                          "(stdin was empty)")
+    return source
+
+
 def run_embed(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    prefix = None if args.prefix == "none" else args.prefix
-    vectors = model.encode(list(args.texts), prefix=prefix)  # [n, hidden]
-    if len(args.texts) == 1:
-        result = vector_to_json(vectors[0])
-    else:
-        result = [vector_to_json(row) for row in vectors]
-    print(json.dumps(result))
+    kind = output_kind(args.output)
+    source = embed_input(args)  # read and checked before the model loads: bad lines fail fast
+    try:
+        model = load_model(args.model)
+        options = encode_options(args)
+        options.update(prefix=None if args.prefix == "none" else args.prefix,
+                       normalize=False if args.no_normalize else None)
+        if source is None and kind == "stdout":  # TEXT arguments -> one JSON value, as in minie5 0.1
+            vectors = model.encode(list(args.texts), **options)  # [n, hidden]
+            result = vector_to_json(vectors[0]) if len(args.texts) == 1 else [vector_to_json(v) for v in vectors]
+            print(json.dumps(result))
+            return 0
+        texts, total = (args.texts, len(args.texts)) if source is None else (source.texts(), source.report.texts)
+        blocks = model.encode_chunks(texts, total=total, **options)  # options checked here, before any output
+        if kind == "npy":
+            write_npy(args.output, blocks, total, model.config.hidden_size)
+        elif kind == "jsonl":
+            with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                write_blocks_jsonl(f, blocks)
+        else:
+            write_blocks_jsonl(sys.stdout, blocks)
+        return 0
+    finally:
+        if source is not None:
+            source.close()
+
+
+def write_npy(path: str, blocks, rows: int, dim: int) -> None:
+    """Blocks of embeddings -> a float32 [rows, dim] .npy file, written incrementally, complete or absent."""
+    with atomic_path(path) as tmp:
+        writer = NpyWriter(tmp, rows, dim)
+        for block in blocks:
+            writer.write(block)
+        writer.close()
+
+
+def write_blocks_jsonl(stream, blocks) -> None:
+    index = 0
+    for block in blocks:
+        write_jsonl(stream, block, index)
+        index += len(block)
+    stream.flush()
+
+
+# ---------------------------------------------------------------- search
+def add_search_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "search", help="print the corpus lines closest to a query",
+        description="Embed the lines of --corpus as passages (\"passage: \" prepended) and each QUERY as a query "
+                    "(\"query: \" prepended), and print the K best lines per query: score (cosine similarity), "
+                    "line number and text, tab-separated. Saved corpus embeddings are reused: --index FILE.npy, "
+                    "else CORPUS.npy beside the corpus, if it has one row per line and is newer than the corpus.")
+    parser.add_argument("queries", nargs="+", metavar="QUERY", help="what to search for")
+    parser.add_argument("--corpus", required=True, metavar="FILE",
+                        help="the documents, one per line (or JSON Lines with --field)")
+    parser.add_argument("-k", type=positive_int, default=5, metavar="K", help="lines to print per query (default: 5)")
+    parser.add_argument("--index", default=None, metavar="FILE.npy",
+                        help="the corpus embeddings: loaded if they match the corpus, else computed and saved "
+                             "here for the next search")
+    add_model_argument(parser)
+    add_encoding_arguments(parser)
+    add_input_arguments(parser)
+    parser.set_defaults(run=run_search, parser=parser)
+
+
+def default_index_path(corpus: str) -> Path:
+    """Where saved embeddings of a corpus are looked for when --index is not given: docs.txt -> docs.npy."""
+    return Path(corpus).with_suffix(".npy")
+
+
+def saved_index(path: Path, corpus: str, rows: int, dim: int) -> tuple[np.ndarray | None, str]:
+    """The saved embeddings at path if they fit the corpus (memory-mapped), else None; and why not."""
+    if not path.is_file():
+        return None, f"{path} does not exist"
+    if path.stat().st_mtime < Path(corpus).stat().st_mtime:
+        return None, f"{path} is older than {corpus}"
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        return None, f"{path} is not a readable .npy file ({e})"
+    if array.dtype != np.float32 or array.shape != (rows, dim):
+        return None, (f"{path} holds {array.dtype} {list(array.shape)}, the corpus needs float32 "
+                      f"[{rows}, {dim}] (one row per line)")
+    return array, ""
+
+
+def corpus_blocks(args: argparse.Namespace, model, source: TextFile, options: dict):
+    """The corpus embeddings as [k, hidden] blocks: from a saved index, or computed (and saved with --index)."""
+    rows, dim = source.report.texts, model.config.hidden_size
+    path = Path(args.index) if args.index else default_index_path(args.corpus)
+    array, why_not = saved_index(path, args.corpus, rows, dim)
+    if array is not None:
+        if not args.quiet:
+            info(f"using the corpus embeddings saved in {path}")
+        yield from (array[start:start + DEFAULT_CHUNK_SIZE] for start in range(0, rows, DEFAULT_CHUNK_SIZE))
+        return
+    if args.index and path.exists() and not args.quiet:
+        info(f"{why_not}: embedding the corpus again")
+    blocks = model.encode_chunks(source.texts(), prefix="passage", total=rows, **options)
+    if not args.index:
+        yield from blocks
+        return
+    with atomic_path(path) as tmp:
+        writer = NpyWriter(tmp, rows, dim)
+        for block in blocks:
+            writer.write(block)
+            yield block
+        writer.close()
+    if not args.quiet:
+        info(f"saved the corpus embeddings in {path}")
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first; ties keep corpus order."""
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+def run_search(args: argparse.Namespace) -> int:
+    if args.corpus == STDIN:
+        args.parser.error("--corpus must be a file (its saved embeddings are matched against it)")
+    if args.index and not Path(args.index).absolute().parent.is_dir():
+        raise InputError(f"--index {args.index}: the directory {Path(args.index).absolute().parent} does not exist")
+    source = open_text_file(args.corpus, args)
+    try:
+        if source.report.texts == 0:
+            raise InputError("the corpus has no lines to search", args.corpus)
+        model = load_model(args.model)
+        options = encode_options(args)
+        queries = model.encode(list(args.queries), prefix="query", batch_size=args.batch_size,
+                               max_length=args.max_length, long=args.long)  # [q, hidden]
+        scores = np.concatenate([block @ queries.T for block in corpus_blocks(args, model, source, options)])
+        best = [top_k(scores[:, j], args.k) for j in range(len(args.queries))]
+        texts = source.texts_at(np.concatenate(best))
+    finally:
+        source.close()
+    for j, query in enumerate(args.queries):
+        if len(args.queries) > 1:
+            print(("\n" if j else "") + f"# {query}")
+        for i in best[j]:
+            print(f"{scores[i, j]:.4f}\t{i + 1}\t{one_line(texts[int(i)])}")
+    sys.stdout.flush()
     return 0
+
+
+def one_line(text: str) -> str:
+    """A text printed on one line: tabs and line breaks (possible in JSON Lines fields) become spaces."""
+    return text.translate({9: " ", 10: " ", 11: " ", 12: " ", 13: " ", 0x85: " ", 0x2028: " ", 0x2029: " "})
 
 
 # ---------------------------------------------------------------- wiring
@@ -80,14 +334,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     add_embed_parser(subparsers)
+    add_search_parser(subparsers)
     return parser
+
+
+def one_line_message(message) -> str:
+    return " ".join(str(message).split())
 
 
 def error(message: str) -> int:
     """Print one line `minie5: error: ...` on stderr; return the exit code."""
-    first_line = " ".join(str(message).split())  # one line, whatever the message holds
-    print(f"{PROG}: error: {first_line}", file=sys.stderr)
+    print(f"{PROG}: error: {one_line_message(message)}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def warn(message: str) -> None:
+    """Print one line `minie5: warning: ...` on stderr."""
+    print(f"{PROG}: warning: {one_line_message(message)}", file=sys.stderr, flush=True)
+
+
+def info(message: str) -> None:
+    """Print one line `minie5: ...` on stderr (what the command is doing)."""
+    print(f"{PROG}: {one_line_message(message)}", file=sys.stderr, flush=True)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the command line: minie5's warnings as one `minie5: warning:` line."""
+    if issubclass(category, Minie5Warning):
+        warn(str(message))
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, usage errors (code 2): argparse has printed them
         return int(e.code or 0)
     try:
-        return args.run(args)
-    except (Minie5Error, OSError) as e:  # model files missing or wrong, hub unreachable
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", Minie5Warning)  # each call's truncation count, every time
+            warnings.showwarning = show_warning
+            return args.run(args)
+    except SystemExit as e:  # usage errors found after parsing (args.parser.error)
+        return int(e.code or 0)
+    except (Minie5Error, OSError) as e:  # model files missing or wrong, bad input lines, hub unreachable
         if isinstance(e, BrokenPipeError):  # `minie5 embed ... | head` stopped reading: not our error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # silence the flush at exit
             return 0

@@ -1,0 +1,261 @@
+"""Texts from files, embeddings to files: the reading and writing behind the command line.
+
+Reading. A TextFile is one text per line (a plain text file), or one JSON
+object per line whose `field` holds the text (JSON Lines). It is read twice:
+
+    source = TextFile("docs.txt")            # or "-" for stdin
+    n = source.scan()                        # count the texts, check every line
+    for text in source.texts(): ...          # then stream them, one line at a time
+
+scan() reads the whole input once before any embedding work, so that a bad
+line (bytes that are not UTF-8, a line that is not a JSON object...) is
+reported at once, with its line number, and so that the row count is known
+for an .npy file written incrementally. stdin and other streams that cannot
+be read twice are copied to a temporary file during the scan. Memory stays
+bounded by the longest line, whatever the number of lines.
+
+Lines end at "\\n"; a "\\r" before it (Windows files) and a UTF-8 byte order
+mark at the start of the file are dropped. Every line is a text: a blank line
+is the empty string, never skipped, so row i of the output is line i + 1.
+
+Writing. NpyWriter fills a float32 [rows, dim] .npy file a block at a time
+(the file is created by numpy's open_memmap; each block is mapped, written
+and unmapped, so memory does not grow with the row count). write_jsonl()
+writes {"index": i, "embedding": [...]} lines. atomic_path() makes the output
+appear under its final name only when it is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+DEFAULT_FIELD = "text"
+ERROR_MODES = ("strict", "replace")
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class ScanReport:
+    """What TextFile.scan() found: the number of texts and the lines whose bytes were replaced."""
+    texts: int = 0
+    replaced_lines: list = field(default_factory=list)  # line numbers (1-based) with undecodable bytes
+
+
+def is_jsonl(path: str, field_name: str | None) -> bool:
+    """JSON Lines input when a --field is given or the file is named *.jsonl / *.ndjson."""
+    return field_name is not None or Path(path).suffix.lower() in JSONL_SUFFIXES
+
+
+class TextFile:
+    """One text per line of a file or of stdin; see the module docstring."""
+
+    def __init__(self, path: str, field_name: str | None = None, errors: str = "strict"):
+        if errors not in ERROR_MODES:
+            raise InputError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
+        self.path = path
+        self.name = STDIN_NAME if path == STDIN else str(path)
+        self.jsonl = is_jsonl(path, field_name)
+        self.field = field_name or DEFAULT_FIELD
+        self.errors = errors
+        self._spool = None  # the temporary copy of a stream that cannot be read twice
+        self.report = None
+
+    # ------------------------------------------------------------ the two passes
+    def scan(self) -> int:
+        """Read every line once, checking it; returns the number of texts. Raises InputError on a bad line."""
+        report = ScanReport()
+        with self._open_for_scan() as lines:
+            for number, raw in lines:
+                text, replaced = self._decode(raw, number)
+                if replaced:
+                    report.replaced_lines.append(number)
+                if self.jsonl:
+                    self._field_of(text, number)
+                report.texts += 1
+        self.report = report
+        return report.texts
+
+    def texts(self):
+        """The texts, one per line, in order (lazily: one line in memory at a time)."""
+        with self._open_again() as f:
+            for number, raw in numbered_lines(f):
+                text, _ = self._decode(raw, number)
+                yield self._field_of(text, number) if self.jsonl else text
+
+    def texts_at(self, indices) -> dict:
+        """{index: text} for the given 0-based indices (one more pass over the file)."""
+        wanted = set(int(i) for i in indices)
+        found = {}
+        for i, text in enumerate(self.texts()):
+            if i in wanted:
+                found[i] = text
+                if len(found) == len(wanted):
+                    break
+        return found
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    def __enter__(self) -> "TextFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ files
+    def _is_regular_file(self) -> bool:
+        return self.path != STDIN and stat.S_ISREG(os.stat(self.path).st_mode)
+
+    @contextlib.contextmanager
+    def _open_for_scan(self):
+        """Numbered raw lines; a stream (stdin, a pipe) is copied to a temporary file on the way."""
+        if self.path != STDIN and not os.path.exists(self.path):
+            raise InputError("no such file", self.path)
+        if self._is_regular_file():
+            with open(self.path, "rb") as f:
+                yield numbered_lines(f)
+            return
+        stream = sys.stdin.buffer if self.path == STDIN else open(self.path, "rb")
+        self._spool = tempfile.TemporaryFile(prefix="minie5-input-")
+        try:
+            yield numbered_lines(stream, copy_to=self._spool)
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+
+    @contextlib.contextmanager
+    def _open_again(self):
+        if self._spool is not None:
+            self._spool.seek(0)
+            yield self._spool
+        elif self._is_regular_file():
+            with open(self.path, "rb") as f:
+                yield f
+        else:
+            raise RuntimeError(f"{self.name}: call scan() before texts()")
+
+    # ------------------------------------------------------------ one line
+    def _decode(self, raw: bytes, number: int) -> tuple[str, bool]:
+        """Bytes of one line -> (text, whether bytes were replaced). Strict mode names the bad bytes."""
+        try:
+            return raw.decode("utf-8"), False
+        except UnicodeDecodeError as e:
+            if self.errors == "replace":
+                return raw.decode("utf-8", errors="replace"), True
+            bad = " ".join(f"0x{b:02x}" for b in raw[e.start:e.end])
+            raise InputError(f"not valid UTF-8: byte {bad} at byte {e.start + 1} of the line (fix the file, "
+                             f"or pass --errors replace to embed the line with U+FFFD in place of such bytes)",
+                             self.name, number) from None
+
+    def _field_of(self, text: str, number: int) -> str:
+        """One JSON Lines line -> the string in its field."""
+        if not text.strip():
+            raise InputError(f"empty line; a JSON Lines file needs one JSON object per line, "
+                             f"each with a {self.field!r} string", self.name, number)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"not valid JSON ({e.msg} at column {e.colno})", self.name, number) from None
+        if not isinstance(value, dict):
+            raise InputError(f"expected a JSON object with a {self.field!r} field, got a JSON "
+                             f"{json_type(value)}", self.name, number)
+        if self.field not in value:
+            have = ", ".join(repr(k) for k in list(value)[:10]) or "none"
+            raise InputError(f"no {self.field!r} field (fields: {have}); choose one with --field",
+                             self.name, number)
+        if not isinstance(value[self.field], str):
+            raise InputError(f"field {self.field!r} is a JSON {json_type(value[self.field])}, expected a string",
+                             self.name, number)
+        return value[self.field]
+
+
+def numbered_lines(f, copy_to=None):
+    """(line number from 1, bytes without the line end) for each line of a binary file."""
+    for number, raw in enumerate(f, start=1):
+        if copy_to is not None:
+            copy_to.write(raw)
+        if number == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM):]
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        yield number, raw
+
+
+def json_type(value) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------- writing
+class NpyWriter:
+    """A float32 [rows, dim] .npy file, filled a block of rows at a time, in order.
+
+    numpy's open_memmap writes the header and sizes the file; each block is
+    then written through a memory map of its own rows only, flushed and
+    unmapped, so the process never holds more than one block of the file.
+    """
+
+    def __init__(self, path, rows: int, dim: int):
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dim))
+        self.data_offset = array.offset  # bytes of header before row 0
+        del array
+        self.path, self.rows, self.dim = str(path), rows, dim
+        self.written = 0
+
+    def write(self, block: np.ndarray) -> None:
+        """Append rows [k, dim] after those already written."""
+        k = block.shape[0]
+        if k == 0:
+            return
+        if self.written + k > self.rows:
+            raise ValueError(f"{self.path}: {self.written + k} rows written to a file sized for {self.rows}")
+        row_bytes = self.dim * np.dtype(np.float32).itemsize
+        view = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(k, self.dim),
+                         offset=self.data_offset + self.written * row_bytes)
+        view[:] = block
+        view.flush()
+        del view
+        self.written += k
+
+    def close(self) -> None:
+        if self.written != self.rows:
+            raise ValueError(f"{self.path}: {self.written} rows written, {self.rows} expected")
+
+
+def write_jsonl(stream, block: np.ndarray, first_index: int) -> None:
+    """{"index": i, "embedding": [...]} per row; each float32 value is written exactly (it reads back equal)."""
+    for i, row in enumerate(block.tolist(), start=first_index):
+        stream.write(json.dumps({"index": i, "embedding": row}))
+        stream.write("\n")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path`, renamed to `path` if the block succeeds and removed if it fails."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
