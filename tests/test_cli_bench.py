@@ -1,0 +1,40 @@
+"""scripts/cli_bench.py on tiny corpora: it runs, and reports the figures the README quotes.
+
+The real figures (10,000 and 100,000 lines) take many minutes; here the same
+code runs on 60 and 240 lines, which checks the plumbing (subprocesses,
+ru_maxrss, the .npy row count, the model.encode comparison), not the numbers.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "cli_bench.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("cli_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_bench_reports_rss_and_throughput(e5_dir, tmp_path, capsys):
+    bench = load_script()
+    figures = bench.main(["--model", str(e5_dir), "--lines", "240", "60", "--json", str(tmp_path / "f.json")])
+    printed = capsys.readouterr().out
+    assert [run["lines"] for run in figures["cli"]] == [60, 240]  # smallest first
+    for run in figures["cli"] + [figures["encode"]]:
+        assert run["seconds"] > 0 and run["cpu_seconds"] > 0
+        assert 100 * 2**20 < run["peak_rss_bytes"] < 8 * 2**30  # a plausible process size, in bytes
+    assert figures["encode"]["lines"] == 240
+    assert abs(figures["rss_ratio"] - figures["cli"][1]["peak_rss_bytes"] / figures["cli"][0]["peak_rss_bytes"]) < 1e-12
+    assert "peak RSS, 240 lines / 60 lines" in printed and "overhead" in printed
+    assert (tmp_path / "f.json").is_file()
+
+
+def test_short_lines_are_short_and_many():
+    bench = load_script()
+    lines = bench.short_lines(5000)
+    assert len(lines) == 5000
+    assert all(0 < len(line) <= bench.MAX_CHARS and "\n" not in line for line in lines)
