@@ -27,7 +27,7 @@ from .weights import load_weights
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 BACKENDS = ("fast", "reference")
 LONG_MODES = ("truncate", "window")  # what encode() does with a text longer than max_length tokens
-DEFAULT_CHUNK_SIZE = 1024  # texts read, sorted by length and embedded together by encode_chunks / encode_iter
+DEFAULT_CHUNK_SIZE = 4096  # texts read, sorted by length and embedded together by encode_chunks / encode_iter
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def test_empty_file_gives_an_empty_array(e5_dir, tmp_path):
 
 
 def test_example_file_streams_2000_lines(e5_dir, e5_model, tmp_path):
-    """Two chunks of 1,024 lines: the rows come back in order, one per line."""
+    """2,000 lines, blank ones among them: the rows come back in order, one per line."""
     words = (EXAMPLES / "multilingual.txt").read_text(encoding="utf-8").split()  # short texts: a word and a number
     lines = [f"{words[i % len(words)]} {i}" if i % 7 else "" for i in range(2000)]
     path = write_lines(tmp_path / "big.txt", lines)
