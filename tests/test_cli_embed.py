@@ -97,6 +97,17 @@ def test_text_arguments_to_npy_and_no_normalize(e5_dir, e5_model, tmp_path):
     assert np.all(np.abs(np.linalg.norm(out, axis=1) - 1) > 1e-3)  # really not normalised
 
 
+def test_explicit_defaults_prefix_none_and_long_truncate(e5_dir, e5_model, tmp_path):
+    """--prefix none and --long truncate spelled out: the texts are embedded exactly as given."""
+    path = write_lines(tmp_path / "docs.txt", LINES)
+    result = run_cli("embed", "-i", path, "-o", tmp_path / "out.npy", "--prefix", "none", "--long", "truncate",
+                     "--model", e5_dir)
+    assert result.returncode == 0, result.stderr
+    out = np.load(tmp_path / "out.npy")
+    assert max_diff(out, e5_model.encode(LINES)) <= TOL
+    assert max_diff(out, e5_model.encode_queries(LINES)) > 1e-2  # no prompt was added
+
+
 def test_empty_file_gives_an_empty_array(e5_dir, tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     result = run_cli("embed", "-i", tmp_path / "empty.txt", "-o", tmp_path / "out.npy", "--model", e5_dir)
