@@ -30,6 +30,7 @@ import threading
 import numpy as np
 
 from . import kernels, reference
+from .blas import SMALL_M, BlasLinear, one_blas_thread
 from .config import ModelConfig
 
 _NUMBA_LOCK = threading.Lock()
@@ -57,29 +58,40 @@ class _Workspace:
         self.capacity = cap
 
 
-def blas_linear(x, weight, bias, out):
-    """out = x @ weight.T + bias with numpy's BLAS sgemm (weight.T is a view: no copy).
+class AutoLinear:
+    """The default matmul: kernels.linear below blas.SMALL_M rows, blas.BlasLinear from there.  Twin: reference.linear.
 
-    The alternative to kernels.linear, selected with matmul="blas". Twin: reference.linear.
+    A few tokens (one short query) are memory-bound: what counts is streaming
+    each weight once, which minie5's Numba kernel does with no start-up cost.
+    Thousands of tokens are compute-bound, where an optimised sgemm does
+    several times the FLOP/s of the Numba kernel (see minie5/blas.py).
     """
-    np.matmul(x, weight.T, out=out)
-    out += bias
+
+    def __init__(self):
+        self.blas = BlasLinear()
+
+    def __call__(self, x, weight, bias, out) -> None:
+        if x.shape[0] < SMALL_M:
+            kernels.linear(x, weight, bias, out)
+        else:
+            self.blas(x, weight, bias, out)
 
 
-MATMULS = {"numba": kernels.linear, "blas": blas_linear}
+MATMULS = {"auto": AutoLinear, "numba": lambda: kernels.linear, "blas": BlasLinear}
 
 
 class FastEncoder:
     """The default forward pass. Same contract as reference.forward, different layout.
 
-    matmul: "numba" (kernels.linear, the default) or "blas" (numpy's sgemm).
+    matmul: "auto" (the default: AutoLinear), "numba" (kernels.linear always)
+    or "blas" (blas.BlasLinear always).
     """
 
-    def __init__(self, config: ModelConfig, weights: dict, matmul: str = "numba"):
+    def __init__(self, config: ModelConfig, weights: dict, matmul: str = "auto"):
         if matmul not in MATMULS:
             raise ValueError(f"matmul must be one of {tuple(MATMULS)}, got {matmul!r}")
         self.matmul = matmul
-        self.linear = MATMULS[matmul]
+        self.linear = MATMULS[matmul]()
         self.config = config
         self.w = weights
         self.work = _Workspace(config)
@@ -93,7 +105,7 @@ class FastEncoder:
         positions: each token's index in its text, 0, 1, 2, ... (as pack() gives them).
         """
         rows = position_rows(self.config, token_ids, positions, seq_starts)
-        with _NUMBA_LOCK:
+        with _NUMBA_LOCK, one_blas_thread():
             return self._forward_packed(token_ids, rows, seq_starts).copy()
 
     def _forward_packed(self, token_ids, pos_rows, seq_starts):
@@ -128,7 +140,7 @@ class FastEncoder:
     def embed_packed(self, token_ids, positions, seq_starts, pooling: str) -> np.ndarray:
         """Encode and pool: -> [B, H] float32 (not normalised). Arguments as forward_packed."""
         rows = position_rows(self.config, token_ids, positions, seq_starts)
-        with _NUMBA_LOCK:
+        with _NUMBA_LOCK, one_blas_thread():
             hidden = self._forward_packed(token_ids, rows, seq_starts)
             pooled = np.empty((seq_starts.shape[0] - 1, self.config.hidden_size), np.float32)
             kernels.POOLERS[pooling](hidden, seq_starts, pooled)
@@ -150,7 +162,7 @@ class FastEncoder:
         seq_starts = np.zeros(B + 1, np.int64)
         np.cumsum(attention_mask.sum(axis=1), out=seq_starts[1:])
         out = np.zeros((B, T, self.config.hidden_size), np.float32)
-        with _NUMBA_LOCK:  # the workspace is shared: copy out before another call can reuse it
+        with _NUMBA_LOCK, one_blas_thread():  # the workspace is shared: copy out before another call can reuse it
             out[rows, cols] = self._forward_packed(token_ids, positions, seq_starts)
         return out
 

@@ -26,6 +26,7 @@ from .weights import load_weights
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 BACKENDS = ("fast", "reference")
+MATMULS = ("auto", "numba", "blas")  # the fast path's linear layers: see load()
 LONG_MODES = ("truncate", "window")  # what encode() does with a text longer than max_length tokens
 DEFAULT_CHUNK_SIZE = 4096  # texts read, sorted by length and embedded together by encode_chunks / encode_iter
 
@@ -66,7 +67,7 @@ class Model:
     """A loaded embedding model. Build it with minie5.load()."""
 
     def __init__(self, model_dir: str | Path, config: ModelConfig, weights: dict, tokenizer: Tokenizer,
-                 backend: str = "fast", matmul: str = "numba"):
+                 backend: str = "fast", matmul: str = "auto"):
         self.model_dir = Path(model_dir)
         self.config = config  # ModelConfig: sizes, pooling, normalisation, max_seq_length
         self.weights = weights  # {name: read-only float32 array}, memory-mapped from model.safetensors
@@ -74,7 +75,7 @@ class Model:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
-        self.matmul = matmul  # the fast path's matmul: "numba" (kernels.linear) or "blas" (numpy sgemm)
+        self.matmul = matmul  # the fast path's matmul: "auto", "numba" or "blas" (see load)
         self._encoder = None  # the fast path's FastEncoder, built on first use
         # ids without truncation, for long="window" and max_length != 512 (built on first use)
         self._untruncated = LazyUntruncatedTokenizer(tokenizer.backend)
@@ -317,15 +318,18 @@ class Model:
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None,
-         backend: str = "fast", matmul: str = "numba") -> Model:
+         backend: str = "fast", matmul: str = "auto") -> Model:
     """Load a model from a local directory or a Hugging Face repo id.
 
     backend: "fast" (Numba kernels, the default) or "reference" (plain NumPy).
-    matmul: the fast path's matrix multiply, "numba" (minie5's own kernel) or
-    "blas" (numpy's sgemm).
+    matmul: the fast path's matrix multiply for the linear layers: "auto" (the
+    default: minie5's Numba kernel below 64 tokens per batch, numpy's sgemm on
+    one BLAS thread per Numba thread from there, see minie5/blas.py), "numba"
+    (the Numba kernel always) or "blas" (the sgemm always). All three give the
+    same results to float32 rounding.
     """
-    if matmul not in ("numba", "blas"):
-        raise ValueError(f"matmul must be 'numba' or 'blas', got {matmul!r}")
+    if matmul not in MATMULS:
+        raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
     model_dir = resolve_model_dir(name_or_path, revision)
     config = read_config(model_dir)
     weights = load_weights(model_dir / "model.safetensors", config)

@@ -156,23 +156,57 @@ def test_pooling_matches_reference(mode):
     np.testing.assert_allclose(out, reference.POOLERS[mode](hidden, mask), atol=1e-6)
 
 
-def test_blas_linear_matches_numba_linear():
-    from minie5.encoder import blas_linear
-    x, w, b = randn(70, 130), readonly(randn(131, 130, scale=0.1)), readonly(randn(131))
-    out_numba, out_blas = np.empty((70, 131), np.float32), np.empty((70, 131), np.float32)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m", [1, 3, 70, 129])
+def test_blas_linear_matches_reference_and_numba_linear(m, threads):
+    """blas.BlasLinear (rows split over threads, one BLAS thread each) == reference.linear == kernels.linear."""
+    import numba
+    from minie5.blas import BlasLinear
+    x, w, b = randn(m, 130), readonly(randn(131, 130, scale=0.1)), readonly(randn(131))
+    out_numba, out_blas = np.empty((m, 131), np.float32), np.empty((m, 131), np.float32)
     kernels.linear(x, w, b, out_numba)
-    blas_linear(x, w, b, out_blas)
+    saved = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        BlasLinear()(x, w, b, out_blas)
+    finally:
+        numba.set_num_threads(saved)
     np.testing.assert_allclose(out_blas, reference.linear(x.astype(np.float64), w, b), atol=2e-5)
     np.testing.assert_allclose(out_numba, out_blas, atol=2e-5)
 
 
-@pytest.mark.parametrize("matmul", ["numba", "blas"])
+def test_one_blas_thread_restores_numpys_setting():
+    """Inside one_blas_thread OpenBLAS runs 1 thread per call; numpy's setting is back afterwards."""
+    from minie5 import blas
+    if blas._set_blas_threads is None:
+        pytest.skip("numpy's BLAS is not OpenBLAS")
+    before = blas._get_blas_threads()
+    blas._set_blas_threads(2)
+    try:
+        with blas.one_blas_thread():
+            assert blas._get_blas_threads() == 1
+        assert blas._get_blas_threads() == 2
+    finally:
+        blas._set_blas_threads(before)
+
+
+def test_blas_linear_without_openblas(monkeypatch):
+    """Another BLAS (no openblas_set_num_threads_local): one plain np.matmul, same result."""
+    from minie5 import blas
+    monkeypatch.setattr(blas, "_set_blas_threads", None)
+    x, w, b = randn(100, 40), readonly(randn(50, 40)), readonly(randn(50))
+    out = np.empty((100, 50), np.float32)
+    blas.BlasLinear()(x, w, b, out)
+    np.testing.assert_allclose(out, reference.linear(x.astype(np.float64), w, b), atol=2e-5)
+
+
+@pytest.mark.parametrize("matmul", ["auto", "numba", "blas"])
 @pytest.mark.parametrize("hidden,heads,layers,ffn", [(24, 3, 2, 40), (36, 4, 1, 52), (64, 1, 3, 100)])
 def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn, matmul):
     """The whole fast encoder == the whole reference encoder on a random model with padding."""
     config = tiny_config(hidden=hidden, heads=heads, layers=layers, ffn=ffn)
     w = random_weights(config)
-    lengths = [2, 7, 13, 31]
+    lengths = [2, 7, 13, 31, 30, 26]  # 109 tokens: "auto" runs the BLAS path (64 tokens and more)
     T = max(lengths)
     input_ids = rng.integers(0, config.vocab_size, (len(lengths), T))
     mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
