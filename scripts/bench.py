@@ -9,8 +9,11 @@
 Install: pip install torch==2.13.0 (CPU wheel) first, then pip install -e '.[bench]'.
 
 Engines (skipped with a note when their packages are missing):
-    minie5-fast  minie5's Numba path on packed tokens (Model._embed_ids(ids, "fast"))
-    minie5-blas  the same with numpy's BLAS sgemm for the linear layers (matmul="blas")
+    minie5-fast  minie5's default fast path on packed tokens (Model._embed_ids(ids, "fast")):
+                 Numba kernels, and for the linear layers of batches of 64 tokens or more
+                 numpy's sgemm, one OpenBLAS thread per Numba thread (matmul="auto")
+    minie5-numba the same with minie5's own Numba matmul for every linear layer (matmul="numba")
+    minie5-blas  the same with numpy's sgemm for every linear layer (matmul="blas")
     minie5-ref   minie5's NumPy reference path, batches padded to the batch max; it is
                  slow, so it runs an evenly spaced 1/16 of W3-W5's batches (marked †)
                  unless --full-reference
@@ -83,7 +86,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-ENGINES = ("minie5-fast", "minie5-blas", "minie5-ref", "torch", "ort")
+ENGINES = ("minie5-fast", "minie5-numba", "minie5-blas", "minie5-ref", "torch", "ort")
 HUB_ID = "intfloat/multilingual-e5-small"
 CORPUS = REPO / "tests" / "data" / "multilingual.txt"
 FALLBACK_TEXT = ("Berlin is the capital and largest city of Germany. Paris est la capitale de la France. "
@@ -242,10 +245,11 @@ class Engine:
 class Minie5Engine(Engine):
     """minie5, fast (Numba, packed) or reference (NumPy, padded) backend."""
 
-    def __init__(self, backend: str, matmul: str = "numba"):
+    def __init__(self, backend: str, matmul: str = "auto"):
         self.backend = backend
         self.matmul = matmul
-        self.name = "minie5-ref" if backend == "reference" else ("minie5-blas" if matmul == "blas" else "minie5-fast")
+        self.name = "minie5-ref" if backend == "reference" else {"auto": "minie5-fast", "numba": "minie5-numba",
+                                                                  "blas": "minie5-blas"}[matmul]
 
     def import_libs(self):
         import minie5
@@ -368,6 +372,8 @@ def _pad_id(model_dir: Path) -> int:
 def make_engine(name: str, onnx_path: Path | None = None) -> Engine:
     if name == "minie5-fast":
         return Minie5Engine("fast")
+    if name == "minie5-numba":
+        return Minie5Engine("fast", matmul="numba")
     if name == "minie5-blas":
         return Minie5Engine("fast", matmul="blas")
     if name == "minie5-ref":
