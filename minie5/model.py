@@ -56,6 +56,8 @@ class ForwardOutput:
     At padding positions (attention_mask 0) the reference path holds whatever
     it computes there (like transformers: padded queries still attend to the
     real keys); the fast path holds 0. Compare on real positions only.
+    Memory: attentions take layers x batch x heads x seq^2 x 4 bytes (e5-small,
+    32 texts of 512 tokens: 4.8 GB), so ask for them on small batches.
     """
     last_hidden_state: np.ndarray
     hidden_states: tuple | None = None

@@ -189,3 +189,16 @@ def test_tiny_intermediates_match_transformers(tiny, name, seq, backend):
     report(f"tiny {name} T={seq} {backend}", hidden, attn)
     assert max(hidden) <= HIDDEN_TOL
     assert max(attn) <= ATTENTION_TOL
+
+
+def test_intermediates_and_info_load_no_heavy_module(e5_dir):
+    """forward with intermediates and the info command import neither torch, transformers nor matplotlib."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, minie5, minie5.cli, minie5.parameters; m = minie5.load({str(e5_dir)!r}); "
+            f"out = m.forward([[0, 33600, 2]], output_hidden_states=True, output_attentions=True); "
+            f"assert len(out.attentions) == 12; "
+            f"heavy = {{'torch', 'transformers', 'matplotlib'}} & set(sys.modules); assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
