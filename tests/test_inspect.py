@@ -176,6 +176,42 @@ def tiny_batch(name: str, vocab: int, seq: int):
     return np.concatenate([ids, left_ids]), np.concatenate([mask, left_mask])
 
 
+@pytest.fixture(scope="module")
+def tiny_xlmr(tmp_path_factory):
+    """A tiny random XLMRobertaModel: positions numbered from pad_token_id + 1 over non-pad tokens."""
+    import torch
+    import transformers
+    from test_parity import Tiny, _randomize
+    from tiny_models import write_tokenizer
+
+    config = transformers.XLMRobertaConfig(
+        vocab_size=120, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40,
+        max_position_embeddings=66, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+    torch.manual_seed(11)
+    hf_model = transformers.XLMRobertaModel(config, add_pooling_layer=False).eval()
+    _randomize(hf_model, 11)
+    path = tmp_path_factory.mktemp("tiny_xlmr") / "xlmr-h24a2l2"
+    hf_model.save_pretrained(path, safe_serialization=True)
+    write_tokenizer(path, 120)
+    return Tiny("xlmr-h24a2l2", path, hf_model, [], minie5.load(path))
+
+
+@requires_torch
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiny_xlmr_intermediates_match_transformers(tiny_xlmr, backend):
+    t = tiny_xlmr
+    assert t.model.config.model_type == "xlm-roberta" and t.model.config.position_offset == 2
+    ids, mask = tiny_batch(t.name, t.vocab, 40)
+    ids[0, 5] = ids[3, 2] = t.model.config.pad_token_id  # pad ids inside texts: they skip a position number
+    expected = hf_intermediates(t.hf, ids, mask)
+    out = t.model.forward(ids, mask, backend=backend, output_hidden_states=True, output_attentions=True)
+    check_structure(out, t.model, mask, backend)
+    hidden, attn = layer_diffs(out, expected, mask)
+    report(f"tiny {t.name} T=40 {backend}", hidden, attn)
+    assert max(hidden) <= HIDDEN_TOL
+    assert max(attn) <= ATTENTION_TOL
+
+
 @requires_torch
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,seq", TINY_CASES)
