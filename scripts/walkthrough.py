@@ -148,7 +148,7 @@ def plot_attention(out: minie5.ForwardOutput, pieces: list[str], head: int, dire
     size = max(4.0, 0.3 * len(pieces) + 2)
     for i, probs in enumerate(out.attentions):
         fig, ax = plt.subplots(figsize=(size, size))
-        image = ax.imshow(probs[0, head], cmap="viridis", vmin=0.0, vmax=1.0)
+        image = ax.imshow(probs[0, head], cmap="viridis", vmin=0.0, vmax=1.0)  # [T, T]: row = query, column = key
         ax.set_xticks(range(len(pieces)), pieces, rotation=90, fontsize=7)
         ax.set_yticks(range(len(pieces)), pieces, fontsize=7)
         ax.set_xlabel("key")
@@ -194,6 +194,25 @@ def parse_args(argv):
     return parser, parser.parse_args(argv)
 
 
+def walk(model: minie5.Model, text: str, plot: str | None = None, head: int = 0) -> None:
+    """Print the four stages for one text (and save the plots in directory `plot`, if given)."""
+    print(f"model: {model!r}")
+    input_ids, attention_mask, pieces = tokenize(model, text)
+    embedded = embeddings(model, input_ids, pieces)
+    out = model.forward(input_ids, attention_mask, backend="reference",
+                        output_hidden_states=True, output_attentions=True)  # reference.forward_with_intermediates
+    assert np.array_equal(out.hidden_states[0], embedded)  # stage 2 is the first of the hidden states
+    norms = layers(model, out, pieces)
+    pooling(model, out, attention_mask, text)
+    if plot:
+        directory = Path(plot)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = plot_attention(out, pieces, head, directory) + [plot_residual_norms(norms, directory)]
+        heading(f"plots: {len(paths)} PNG files in {directory}")
+        for path in paths:
+            print(path)
+
+
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
     model = minie5.load(args.model or os.environ.get("MINIE5_MODEL") or minie5.DEFAULT_MODEL, backend="reference")
@@ -204,23 +223,7 @@ def main(argv=None) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             parser.error("--plot needs matplotlib: pip install 'minie5[plot]'")
-    print(f"model: {model!r}")
-
-    input_ids, attention_mask, pieces = tokenize(model, args.text)
-    embedded = embeddings(model, input_ids, pieces)
-    out = model.forward(input_ids, attention_mask, backend="reference",
-                        output_hidden_states=True, output_attentions=True)  # reference.forward_with_intermediates
-    assert np.array_equal(out.hidden_states[0], embedded)  # stage 2 is the first of the hidden states
-    norms = layers(model, out, pieces)
-    pooling(model, out, attention_mask, args.text)
-
-    if args.plot:
-        directory = Path(args.plot)
-        directory.mkdir(parents=True, exist_ok=True)
-        paths = plot_attention(out, pieces, args.head, directory) + [plot_residual_norms(norms, directory)]
-        heading(f"plots: {len(paths)} PNG files in {directory}")
-        for path in paths:
-            print(path)
+    walk(model, args.text, args.plot, args.head)
     return 0
 
 

@@ -36,8 +36,8 @@ def test_entropy_and_most_attended_by_hand():
     assert top[1] == 2 and weight[1] == 1.0 and weight[0] == pytest.approx(0.25)
 
 
-def test_walkthrough_prints_every_stage(e5_dir, e5_model, capsys):
-    assert load_script().main([TEXT, "--model", str(e5_dir)]) == 0
+def test_walkthrough_prints_every_stage(e5_model, capsys):
+    load_script().walk(e5_model, TEXT)  # what main() runs once it has loaded the model
     out = capsys.readouterr().out
     pieces = e5_model.tokenizer.tokens(TEXT)
     ids = e5_model.tokenizer.encode([TEXT])[0][0]
@@ -57,9 +57,9 @@ def test_walkthrough_prints_every_stage(e5_dir, e5_model, capsys):
     assert cosine == pytest.approx(1.0, abs=1e-6)
 
 
-def test_walkthrough_plots(e5_dir, tmp_path, capsys):
+def test_walkthrough_plots(e5_model, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    assert load_script().main([TEXT, "--model", str(e5_dir), "--plot", str(tmp_path), "--head", "5"]) == 0
+    load_script().walk(e5_model, TEXT, plot=str(tmp_path), head=5)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [f"attention_layer{i:02d}_head05.png" for i in range(1, 13)] + ["residual_norm.png"]
     for name in pngs:
@@ -67,6 +67,10 @@ def test_walkthrough_plots(e5_dir, tmp_path, capsys):
         assert len(data) > 1000 and data.startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_walkthrough_rejects_a_head_out_of_range(e5_dir):
+def test_walkthrough_command_line(e5_dir, capsys):
+    script = load_script()
     with pytest.raises(SystemExit):
-        load_script().main([TEXT, "--model", str(e5_dir), "--head", "12"])
+        script.main([TEXT, "--model", str(e5_dir), "--head", "12"])
+    assert "--head must be in 0..11" in capsys.readouterr().err
+    assert script.main(["ok", "--model", str(e5_dir)]) == 0
+    assert "== 4. pooling: mean over 3 tokens" in capsys.readouterr().out  # <s> ▁ok </s>
