@@ -159,12 +159,15 @@ class Model:
             hidden = tuple(np.zeros((batch, seq, c.hidden_size), np.float32) for _ in range(c.num_hidden_layers + 1))
             attentions = tuple(np.zeros((batch, c.num_attention_heads, seq, seq), np.float32)
                                for _ in range(c.num_hidden_layers))
+            last = hidden[-1]
         elif backend == "reference":
             hidden, attentions = reference.forward_with_intermediates(c, self.weights, input_ids, attention_mask)
+            last = hidden[-1]
         else:
-            _, hidden, attentions = self._fast().forward_with_intermediates(
-                input_ids, attention_mask, hidden_states=True, attentions=output_attentions)
-        return ForwardOutput(last_hidden_state=hidden[-1],
+            last, hidden, attentions = self._fast().forward_with_intermediates(
+                input_ids, attention_mask, hidden_states=output_hidden_states, attentions=output_attentions)
+            last = hidden[-1] if hidden else last  # the same values; one array when both are returned
+        return ForwardOutput(last_hidden_state=last,
                              hidden_states=tuple(hidden) if output_hidden_states else None,
                              attentions=tuple(attentions) if output_attentions else None)
 
