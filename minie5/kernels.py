@@ -361,9 +361,9 @@ def attention_probs(q, k, seq_starts, num_heads, cols, out):
     q, k: [N, H] packed (as `attention` gets them), seq_starts: [B+1],
     cols: [N] each packed token's column in the padded batch -> out: [B, A, T, T],
     out[b, a, cols[s+i], cols[s+j]] = probs of text b, head a, query i, key j.
-    The very steps of `attention` (same scaling, micro-kernel and softmax, so
-    the same bits); entries of out that no (query, key) pair of real tokens
-    reaches are left untouched (the caller zeroes out first). Only called when
+    The very steps of `attention` (same scaling, micro-kernel and softmax): the
+    weights `attention` mixes the values with. Entries of out that no (query,
+    key) pair of real tokens reaches are left untouched (the caller zeroes out first). Only called when
     the attentions are asked for: the default forward never runs it.
     """
     H = q.shape[1]
