@@ -137,15 +137,20 @@ class Count:
 
 
 def count_blocks(header: SafetensorsHeader) -> dict[str, dict[str, Count]]:
-    """{block: {part: Count}} in file order of first appearance (layers in numeric order)."""
+    """{block: {part: Count}}, blocks in model order (see block_order), parts in file order."""
     blocks: dict[str, dict[str, Count]] = {}
     for t in header.tensors:
         block, part = block_of(t.name)
         parts = blocks.setdefault(block, {})
         parts[part] = parts.get(part, Count()) + Count(t.parameters, t.nbytes)
-    order = lambda b: (0, 0) if b == "embeddings" else (1, int(b.split()[1])) if b.startswith("layer ") \
-        else (2, 0) if b == "pooler" else (3, 0)  # noqa: E731
-    return {b: blocks[b] for b in sorted(blocks, key=order)}
+    return {b: blocks[b] for b in sorted(blocks, key=block_order)}
+
+
+def block_order(block: str) -> tuple[int, int]:
+    """Sort key: embeddings, layer 0, 1, ..., pooler, other."""
+    if block.startswith("layer "):
+        return 1, int(block.split()[1])
+    return {"embeddings": 0, "pooler": 2}.get(block, 3), 0
 
 
 def total(parts: dict[str, Count]) -> Count:
