@@ -13,8 +13,8 @@ The pipeline, one module per step:
 """
 from .config import ModelConfig
 from .errors import InputError, Minie5Error, Minie5Warning, ModelFileError, TruncationWarning, UnsupportedModelError
-from .model import DEFAULT_MODEL, Model, load
+from .model import DEFAULT_MODEL, ForwardOutput, Model, load
 
 __version__ = "0.1.0"
-__all__ = ["load", "Model", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
+__all__ = ["load", "Model", "ForwardOutput", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
            "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__"]

@@ -5,6 +5,7 @@
     minie5 embed -i docs.txt -o docs.npy --prefix passage        # one text per line -> float32 [n, 384]
     cat docs.jsonl | minie5 embed --field text -o docs.jsonl.out.jsonl
     minie5 search --corpus docs.txt "how do plants make sugar" -k 5 --index docs.npy
+    minie5 info intfloat/multilingual-e5-small                  # architecture and parameters per block
 
 `embed` reads texts from its arguments, from a file (-i FILE: one text per
 line; JSON Lines with --field) or from stdin, and writes their embeddings to
@@ -324,6 +325,40 @@ def one_line(text: str) -> str:
     return text.translate({9: " ", 10: " ", 11: " ", 12: " ", 13: " ", 0x85: " ", 0x2028: " ", 0x2029: " "})
 
 
+# ---------------------------------------------------------------- info
+def add_info_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "info", help="print a model's architecture and where its parameters are",
+        description="Print the architecture (config.json and the sentence-transformers files) and a table of "
+                    "parameters and bytes per block (embeddings, each layer's attention / FFN / LayerNorm, pooler, "
+                    "total), counted from the model.safetensors header alone: no weight is loaded.")
+    parser.add_argument("model_positional", nargs="?", default=None, metavar="MODEL",
+                        help="hub repo id or local model directory (same as --model)")
+    add_model_argument(parser)
+    parser.set_defaults(run=run_info, parser=parser)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from .config import read_config
+    from .hub import resolve_model_dir
+    from .parameters import architecture_lines, parameter_table, read_header
+
+    if args.model_positional and args.model:
+        args.parser.error("give the model as MODEL or --model, not both")
+    name = args.model_positional or args.model or default_model()
+    model_dir = resolve_model_dir(name)
+    config = read_config(model_dir)
+    header = read_header(model_dir / "model.safetensors")
+    print(f"{name}" + (f" ({model_dir})" if str(model_dir) != str(name) else ""))
+    print("architecture")
+    raw = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))  # read_config has checked it
+    print("\n".join(architecture_lines(raw, config)))
+    print(f"parameters (model.safetensors header: {len(header.tensors)} tensors, "
+          f"{', '.join(sorted({t.dtype for t in header.tensors}))})")
+    print("\n".join(parameter_table(header)))
+    return 0
+
+
 # ---------------------------------------------------------------- wiring
 def load_model(name_or_path: str | None):
     return load(name_or_path or default_model())
@@ -335,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     add_embed_parser(subparsers)
     add_search_parser(subparsers)
+    add_info_parser(subparsers)
     return parser
 
 

@@ -108,8 +108,12 @@ class FastEncoder:
         with _NUMBA_LOCK, one_blas_thread():
             return self._forward_packed(token_ids, rows, seq_starts).copy()
 
-    def _forward_packed(self, token_ids, pos_rows, seq_starts):
-        """pos_rows: [N] rows of the position-embedding matrix (from position_rows, or forward)."""
+    def _forward_packed(self, token_ids, pos_rows, seq_starts, record=None):
+        """pos_rows: [N] rows of the position-embedding matrix (from position_rows, or forward).
+
+        record: None (the default path), or a Recorder that copies out each
+        layer's hidden state and attention probabilities as they pass.
+        """
         c, w = self.config, self.w
         N = token_ids.shape[0]
         self.work.ensure(N)
@@ -120,6 +124,8 @@ class FastEncoder:
         kernels.embed(token_ids, pos_rows, w["embeddings.word_embeddings.weight"],
                       w["embeddings.position_embeddings.weight"], self.token_type_row,
                       w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
+        if record is not None:
+            record.hidden(x)
         linear = self.linear
         for i in range(c.num_hidden_layers):
             p = f"encoder.layer.{i}."
@@ -127,6 +133,8 @@ class FastEncoder:
             linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"], k)
             linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"], v)
             kernels.attention(q, k, v, seq_starts, c.num_attention_heads, context)
+            if record is not None:
+                record.attention(q, k, seq_starts, c.num_attention_heads)
             linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
                            proj)
             kernels.add_layer_norm(x, proj, w[p + "attention.output.LayerNorm.weight"],
@@ -135,6 +143,8 @@ class FastEncoder:
             kernels.gelu(ffn, ffn)
             linear(ffn, w[p + "output.dense.weight"], w[p + "output.dense.bias"], proj)
             kernels.add_layer_norm(x, proj, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps, x)
+            if record is not None:
+                record.hidden(x)
         return x
 
     def embed_packed(self, token_ids, positions, seq_starts, pooling: str) -> np.ndarray:
@@ -154,6 +164,18 @@ class FastEncoder:
         gives them in the padded batch (reference.position_ids); padding
         positions of the result are 0.
         """
+        return self.forward_with_intermediates(input_ids, attention_mask, False, False)[0]
+
+    def forward_with_intermediates(self, input_ids, attention_mask, hidden_states: bool = True,
+                                   attentions: bool = True):
+        """forward(), keeping what it passes through, like reference.forward_with_intermediates.
+
+        -> (last hidden state [B, T, H],
+            hidden_states: L + 1 arrays [B, T, H] (embeddings' output, then each layer's) or None,
+            attentions: L arrays [B, A, T, T] (each layer's attention probabilities) or None).
+        All of them are 0 at padding: hidden states at padded tokens, attention
+        probabilities where the query or the key is a padded token.
+        """
         B, T = input_ids.shape
         rows, cols = np.nonzero(attention_mask)  # row-major: each text's tokens in order
         token_ids = np.ascontiguousarray(input_ids[rows, cols], dtype=np.int64)
@@ -161,10 +183,43 @@ class FastEncoder:
         check_position_rows(self.config, positions)
         seq_starts = np.zeros(B + 1, np.int64)
         np.cumsum(attention_mask.sum(axis=1), out=seq_starts[1:])
+        record = Recorder(B, T, rows, cols, hidden_states, attentions) if hidden_states or attentions else None
         out = np.zeros((B, T, self.config.hidden_size), np.float32)
         with _NUMBA_LOCK, one_blas_thread():  # the workspace is shared: copy out before another call can reuse it
-            out[rows, cols] = self._forward_packed(token_ids, positions, seq_starts)
-        return out
+            out[rows, cols] = self._forward_packed(token_ids, positions, seq_starts, record)
+        if record is None:
+            return out, None, None
+        return out, record.hidden_states, record.attentions
+
+
+class Recorder:
+    """Copies packed intermediates into padded arrays as _forward_packed passes them.
+
+    rows, cols: [N] each packed token's place (text, position) in the padded
+    [B, T] batch. hidden_states / attentions: whether to keep each; the lists
+    are None when not kept.
+    """
+
+    def __init__(self, B: int, T: int, rows, cols, hidden_states: bool, attentions: bool):
+        self.B, self.T = B, T
+        self.rows = rows
+        self.cols = np.ascontiguousarray(cols, dtype=np.int64)
+        self.hidden_states = [] if hidden_states else None
+        self.attentions = [] if attentions else None
+
+    def hidden(self, x) -> None:
+        # x: [N, H] packed -> [B, T, H], 0 at padding
+        if self.hidden_states is not None:
+            padded = np.zeros((self.B, self.T, x.shape[1]), np.float32)
+            padded[self.rows, self.cols] = x
+            self.hidden_states.append(padded)
+
+    def attention(self, q, k, seq_starts, num_heads: int) -> None:
+        # q, k: [N, H] packed -> probabilities [B, A, T, T], 0 where the query or the key is padding
+        if self.attentions is not None:
+            probs = np.zeros((self.B, num_heads, self.T, self.T), np.float32)
+            kernels.attention_probs(q, k, seq_starts, num_heads, self.cols, probs)
+            self.attentions.append(probs)
 
 
 def pack(ids: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -368,6 +368,44 @@ def attention(q, k, v, seq_starts, num_heads, out):
 
 
 @njit(cache=True, parallel=True)
+def attention_probs(q, k, seq_starts, num_heads, cols, out):
+    """The attention probabilities `attention` computes, written out.  Twin: attn_probs in reference.attention.
+
+    q, k: [N, H] packed (as `attention` gets them), seq_starts: [B+1],
+    cols: [N] each packed token's column in the padded batch -> out: [B, A, T, T],
+    out[b, a, cols[s+i], cols[s+j]] = probs of text b, head a, query i, key j.
+    The very steps of `attention` (same scaling, micro-kernel and softmax): the
+    weights `attention` mixes the values with. Entries of out that no (query,
+    key) pair of real tokens reaches are left untouched (the caller zeroes out first). Only called when
+    the attentions are asked for: the default forward never runs it.
+    """
+    H = q.shape[1]
+    D = H // num_heads
+    scale = np.float32(1.0 / math.sqrt(D))
+    B = seq_starts.shape[0] - 1
+    for task in prange(B * num_heads):
+        b = task // num_heads
+        a = task % num_heads
+        c0 = a * D
+        s = seq_starts[b]
+        L = seq_starts[b + 1] - s
+        if L == 0:
+            continue
+        q_a = np.empty((L, D), np.float32)
+        k_a = np.empty((L, D), np.float32)
+        for j in range(L):
+            for d in range(D):
+                q_a[j, d] = q[s + j, c0 + d] * scale
+                k_a[j, d] = k[s + j, c0 + d]
+        probs = np.empty((L, L), np.float32)
+        matmul_nt_tile(q_a, k_a, probs, 0, L, 0, L)  # scores [L, L]
+        softmax_rows(probs, np.empty(L, np.int32))  # probs [L, L]
+        for i in range(L):
+            for j in range(L):
+                out[b, a, cols[s + i], cols[s + j]] = probs[i, j]
+
+
+@njit(cache=True, parallel=True)
 def mean_pool(hidden, seq_starts, out):
     """out[b] = mean of hidden over text b's tokens (<s> and </s> included).  Twin: reference.mean_pool.
 

@@ -42,6 +42,29 @@ class EncodeOptions:
     max_length: int  # tokens per sequence, <s> and </s> included
 
 
+@dataclass(frozen=True)
+class ForwardOutput:
+    """What Model.forward returns when asked for intermediates (output_hidden_states / output_attentions).
+
+    last_hidden_state: [batch, seq, hidden] float32, as Model.forward returns without flags.
+    hidden_states: L + 1 arrays [batch, seq, hidden]: the embedding layer's output,
+        then the output of each of the L layers (the last one is last_hidden_state);
+        None unless output_hidden_states. transformers' `hidden_states`.
+    attentions: L arrays [batch, heads, seq, seq]: each layer's attention
+        probabilities, attentions[l][b, a, i, j] = how much query token i reads
+        from key token j in head a (each real query's row sums to 1, and is 0
+        at padding keys); None unless output_attentions. transformers' `attentions`.
+    At padding positions (attention_mask 0) the reference path holds whatever
+    it computes there (like transformers: padded queries still attend to the
+    real keys); the fast path holds 0. Compare on real positions only.
+    Memory: attentions take layers x batch x heads x seq^2 x 4 bytes (e5-small,
+    32 texts of 512 tokens: 4.8 GB), so ask for them on small batches.
+    """
+    last_hidden_state: np.ndarray
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
 def check_texts(texts, first_index: int = 0) -> None:
     """Every item must be a str of valid Unicode: the error names the index of the first that is not."""
     for i, t in enumerate(texts):
@@ -86,13 +109,17 @@ class Model:
                 f"heads={c.num_attention_heads}, pooling={c.pooling!r}, backend={self.backend!r})")
 
     # ---------------------------------------------------------------- ids -> vectors
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, backend: str | None = None) -> np.ndarray:
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, backend: str | None = None, *,
+                output_hidden_states: bool = False, output_attentions: bool = False):
         """Run the encoder: input_ids [batch, seq] -> last hidden state [batch, seq, hidden] float32.
 
         attention_mask defaults to all ones. Padding positions of the output hold
         whatever the encoder computes there (like transformers); only positions
         where attention_mask is 1 are meaningful. token_type_ids must be absent
         or all zero: minie5 runs embedding models, which use type 0 throughout.
+        With output_hidden_states and/or output_attentions, returns a
+        ForwardOutput instead: the last hidden state plus every layer's hidden
+        state and/or attention probabilities (see ForwardOutput).
         """
         input_ids = np.asarray(input_ids)
         if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
@@ -112,14 +139,38 @@ class Model:
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size})")
         input_ids = input_ids.astype(np.int64, copy=False)
         attention_mask = (attention_mask != 0).astype(np.int64)
-        if batch == 0 or seq == 0:
-            return np.zeros((batch, seq, self.config.hidden_size), dtype=np.float32)
         backend = backend or self.backend
-        if backend == "reference":
-            return reference.forward(self.config, self.weights, input_ids, attention_mask)
-        if backend != "fast":
+        if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        return self._fast().forward(input_ids, attention_mask)
+        if not (output_hidden_states or output_attentions):
+            if batch == 0 or seq == 0:
+                return np.zeros((batch, seq, self.config.hidden_size), dtype=np.float32)
+            if backend == "reference":
+                return reference.forward(self.config, self.weights, input_ids, attention_mask)
+            return self._fast().forward(input_ids, attention_mask)
+        return self._forward_with_intermediates(input_ids, attention_mask, backend,
+                                                output_hidden_states, output_attentions)
+
+    def _forward_with_intermediates(self, input_ids, attention_mask, backend: str, output_hidden_states: bool,
+                                    output_attentions: bool) -> ForwardOutput:
+        """Model.forward with output_hidden_states / output_attentions (inputs already checked)."""
+        c = self.config
+        batch, seq = input_ids.shape
+        if batch == 0 or seq == 0:
+            hidden = tuple(np.zeros((batch, seq, c.hidden_size), np.float32) for _ in range(c.num_hidden_layers + 1))
+            attentions = tuple(np.zeros((batch, c.num_attention_heads, seq, seq), np.float32)
+                               for _ in range(c.num_hidden_layers))
+            last = hidden[-1]
+        elif backend == "reference":
+            hidden, attentions = reference.forward_with_intermediates(c, self.weights, input_ids, attention_mask)
+            last = hidden[-1]
+        else:
+            last, hidden, attentions = self._fast().forward_with_intermediates(
+                input_ids, attention_mask, hidden_states=output_hidden_states, attentions=output_attentions)
+            last = hidden[-1] if hidden else last  # the same values; one array when both are returned
+        return ForwardOutput(last_hidden_state=last,
+                             hidden_states=tuple(hidden) if output_hidden_states else None,
+                             attentions=tuple(attentions) if output_attentions else None)
 
     def _fast(self):
         if self._encoder is None:

@@ -66,7 +66,8 @@ def embed(config: ModelConfig, w: Weights, input_ids):
 
 
 def attention(config: ModelConfig, w: Weights, prefix: str, x, attention_mask):
-    # x: [B, T, H], attention_mask: [B, T] (1 = real token, 0 = padding) -> [B, T, H]
+    # x: [B, T, H], attention_mask: [B, T] (1 = real token, 0 = padding)
+    #   -> out: [B, T, H], attn_probs: [B, A, T, T] (row t: how much query t reads from each key)
     B, T, H = x.shape
     A, D = config.num_attention_heads, config.head_dim
 
@@ -85,7 +86,7 @@ def attention(config: ModelConfig, w: Weights, prefix: str, x, attention_mask):
     context = attn_probs @ v  # [B, A, T, D] weighted mix of value vectors
     context = context.transpose(0, 2, 1, 3).reshape(B, T, H)  # [B, T, H] heads side by side again
     out = linear(context, w[prefix + "attention.output.dense.weight"], w[prefix + "attention.output.dense.bias"])
-    return out  # [B, T, H]
+    return out, attn_probs  # [B, T, H], [B, A, T, T]
 
 
 def feed_forward(w: Weights, prefix: str, x):
@@ -96,21 +97,38 @@ def feed_forward(w: Weights, prefix: str, x):
 
 
 def encoder_layer(config: ModelConfig, w: Weights, i: int, x, attention_mask):
-    # x: [B, T, H] -> [B, T, H]; post-LayerNorm residual blocks, as in BERT
+    # x: [B, T, H] -> [B, T, H] (and the layer's attention probabilities [B, A, T, T])
+    # post-LayerNorm residual blocks, as in BERT
     p = f"encoder.layer.{i}."
     eps = config.layer_norm_eps
-    h = x + attention(config, w, p, x, attention_mask)  # [B, T, H] residual around attention
+    attn_out, attn_probs = attention(config, w, p, x, attention_mask)  # [B, T, H], [B, A, T, T]
+    h = x + attn_out  # [B, T, H] residual around attention
     h = layer_norm(h, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps)
     out = h + feed_forward(w, p, h)  # [B, T, H] residual around the FFN
-    return layer_norm(out, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
+    out = layer_norm(out, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
+    return out, attn_probs  # [B, T, H], [B, A, T, T]
 
 
 def forward(config: ModelConfig, w: Weights, input_ids, attention_mask):
     # input_ids, attention_mask: [B, T] -> last hidden state: [B, T, H] float32
     x = embed(config, w, input_ids)  # [B, T, H]
     for i in range(config.num_hidden_layers):
-        x = encoder_layer(config, w, i, x, attention_mask)  # [B, T, H]
+        x, _ = encoder_layer(config, w, i, x, attention_mask)  # [B, T, H]
     return x.astype(np.float32)
+
+
+def forward_with_intermediates(config: ModelConfig, w: Weights, input_ids, attention_mask):
+    # forward(), keeping what it passes through (what transformers returns with
+    # output_hidden_states=True, output_attentions=True):
+    #   hidden_states: L + 1 arrays [B, T, H] float32, the embeddings' output, then each layer's
+    #   attentions: L arrays [B, A, T, T] float32, each layer's attention probabilities
+    x = embed(config, w, input_ids)  # [B, T, H]
+    hidden_states, attentions = [x.astype(np.float32)], []
+    for i in range(config.num_hidden_layers):
+        x, attn_probs = encoder_layer(config, w, i, x, attention_mask)  # [B, T, H], [B, A, T, T]
+        hidden_states.append(x.astype(np.float32))
+        attentions.append(attn_probs.astype(np.float32))
+    return hidden_states, attentions
 
 
 def mean_pool(hidden, attention_mask):

@@ -217,3 +217,46 @@ def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn, matm
     print(f"fast ({matmul}) vs reference h{hidden} a{heads} l{layers}: max|diff| {diff:.2e}")
     assert diff <= 1e-4
     assert np.all(got[~real] == 0)  # padding positions are zero in the fast path
+
+
+@pytest.mark.parametrize("heads,head_dim", [(1, 8), (3, 12), (12, 32)])
+def test_attention_probs_matches_padded_reference(heads, head_dim):
+    """The probabilities the kernel writes out == reference.attention's attn_probs, and they are
+    the very weights `attention` mixes the values with (context == probs @ v, per text and head)."""
+    config = tiny_config(hidden=heads * head_dim, heads=heads)
+    w = random_weights(config)
+    lengths = [1, 2, 9, 40]
+    T = max(lengths)
+    x = randn(len(lengths), T, config.hidden_size)
+    mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
+    _, expected = reference.attention(config, w, "encoder.layer.0.", x, mask)  # [B, A, T, T]
+    project = lambda name: reference.linear(  # noqa: E731
+        x, w[f"encoder.layer.0.attention.self.{name}.weight"], w[f"encoder.layer.0.attention.self.{name}.bias"])
+    rows, cols = np.nonzero(mask)
+    q, k, v = (np.ascontiguousarray(project(n)[rows, cols], dtype=np.float32) for n in ("query", "key", "value"))
+    seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    probs = np.zeros((len(lengths), heads, T, T), np.float32)
+    kernels.attention_probs(q, k, seq_starts, heads, cols.astype(np.int64), probs)
+    real = (mask[:, None, :, None] & mask[:, None, None, :]).astype(bool)
+    real = np.broadcast_to(real, probs.shape)
+    np.testing.assert_allclose(probs[real], expected[real], atol=1e-6)
+    assert not probs[~real].any()  # padding queries and keys stay 0
+    context = np.empty_like(q)
+    kernels.attention(q, k, v, seq_starts, heads, context)
+    for b, (s, e) in enumerate(zip(seq_starts[:-1], seq_starts[1:])):
+        for a in range(heads):
+            c = slice(a * head_dim, (a + 1) * head_dim)
+            mixed = probs[b, a, :e - s, :e - s].astype(np.float64) @ v[s:e, c]
+            np.testing.assert_allclose(context[s:e, c], mixed, atol=1e-5)
+
+
+def test_every_kernel_names_its_reference_twin():
+    """Each compiled kernel's docstring says which NumPy function it mirrors ("Twin: ...")."""
+    import numba.core.registry
+
+    compiled = {name: f for name, f in vars(kernels).items()
+                if isinstance(f, numba.core.registry.CPUDispatcher) and not name.startswith("_")}
+    assert {"linear", "matmul_nt_tile", "gelu", "add_layer_norm", "embed", "softmax_rows", "attention",
+            "attention_probs", "mean_pool", "max_pool", "cls_pool"} <= set(compiled)
+    for name, f in compiled.items():
+        assert "twin:" in (f.__doc__ or "").lower(), f"kernels.{name} does not name its twin"

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Where the fast path's time goes: seconds per block type for one batch, and the FLOPs behind them.
+
+    python scripts/time_blocks.py --model DIR                  # 32 texts x 128 tokens (docs/architecture.md)
+    python scripts/time_blocks.py --model DIR --batch 8 --tokens 512 --repeats 5
+
+Runs FastEncoder.embed_packed (the code path Model.encode takes) with every
+kernel call wrapped in a timer, so the real calls are measured in their real
+order; linear calls are told apart by the weight they multiply with. Prints
+the fastest of --repeats runs (after one warm-up run; on a shared machine the
+least disturbed one): each block's total in that run, its share, and the
+matmul FLOPs per block with the GFLOP/s achieved.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import minie5  # noqa: E402
+from minie5 import encoder, kernels  # noqa: E402
+
+LINEAR_BLOCKS = {  # a weight's name -> the block its matmul belongs to
+    "attention.self.query.weight": "Q, K, V projections",
+    "attention.self.key.weight": "Q, K, V projections",
+    "attention.self.value.weight": "Q, K, V projections",
+    "attention.output.dense.weight": "attention output projection",
+    "intermediate.dense.weight": "FFN up (H -> F)",
+    "output.dense.weight": "FFN down (F -> H)",
+}
+
+
+def flops_per_token(config, T: int) -> dict[str, float]:
+    """Multiply-adds x 2 per token, all layers, by block (attention's depend on the text length T)."""
+    H, F, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return {
+        "Q, K, V projections": L * 3 * 2 * H * H,
+        "attention output projection": L * 2 * H * H,
+        "FFN up (H -> F)": L * 2 * H * F,
+        "FFN down (F -> H)": L * 2 * F * H,
+        "attention (scores, softmax, mix)": L * 2 * 2 * T * H,  # q k^T and probs v: T x D per head, A heads
+    }
+
+
+def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
+    """Wrap the kernels the encoder calls in timers that add to totals[block]."""
+    def timed(block, function):
+        def run(*args):
+            start = time.perf_counter()
+            function(*args)
+            totals[block] += time.perf_counter() - start
+        return run
+
+    block_of_weight = {}  # id of a weight array -> its block
+    for name, array in fast.w.items():
+        if name.startswith("encoder.layer."):
+            within_layer = name.split(".", 3)[3]  # "encoder.layer.0.attention.self.query.weight" -> "attention..."
+            if within_layer in LINEAR_BLOCKS:
+                block_of_weight[id(array)] = LINEAR_BLOCKS[within_layer]
+    linear = fast.linear
+
+    def timed_linear(x, weight, bias, out):
+        start = time.perf_counter()
+        linear(x, weight, bias, out)
+        totals[block_of_weight[id(weight)]] += time.perf_counter() - start
+
+    fast.linear = timed_linear
+    encoder.kernels = type("TimedKernels", (), {
+        "embed": staticmethod(timed("embeddings (lookup + LayerNorm)", kernels.embed)),
+        "attention": staticmethod(timed("attention (scores, softmax, mix)", kernels.attention)),
+        "add_layer_norm": staticmethod(timed("residual add + LayerNorm", kernels.add_layer_norm)),
+        "gelu": staticmethod(timed("GELU", kernels.gelu)),
+        "POOLERS": {k: timed("pooling", f) for k, f in kernels.POOLERS.items()},
+    })
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="hub id or directory (default: $MINIE5_MODEL, else the hub id)")
+    parser.add_argument("--batch", type=int, default=32, help="texts per batch (default 32)")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per text, <s> and </s> included (default 128)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (default 3)")
+    args = parser.parse_args(argv)
+    model = minie5.load(args.model or os.environ.get("MINIE5_MODEL") or minie5.DEFAULT_MODEL)
+    c = model.config
+    rng = np.random.default_rng(0)
+    ids = [[0] + rng.integers(5, 250000, args.tokens - 2).tolist() + [2] for _ in range(args.batch)]
+    packed = encoder.pack(ids)
+
+    fast = encoder.FastEncoder(c, model.weights, matmul=model.matmul)
+    fast.embed_packed(*packed, c.pooling)  # compile / warm up before anything is timed
+    plain_runs = []
+    for _ in range(args.repeats):  # without timers, for comparison
+        start = time.perf_counter()
+        fast.embed_packed(*packed, c.pooling)
+        plain_runs.append(time.perf_counter() - start)
+    plain = min(plain_runs)
+
+    runs = []
+    saved = encoder.kernels
+    try:
+        for _ in range(args.repeats + 1):
+            totals = defaultdict(float)
+            instrument(fast, totals)
+            start = time.perf_counter()
+            fast.embed_packed(*packed, c.pooling)
+            totals["total (wall)"] = time.perf_counter() - start
+            runs.append(dict(totals))
+            fast.linear = encoder.MATMULS[fast.matmul]
+            encoder.kernels = saved
+    finally:
+        encoder.kernels = saved
+    runs = runs[1:]  # the first timed run warms the wrappers
+    blocks = [b for b in runs[0] if b != "total (wall)"]
+    best = min(runs, key=lambda r: r["total (wall)"])  # the least disturbed run (the machine may be shared)
+    wall = best["total (wall)"]
+    tokens = args.batch * args.tokens
+    flops = flops_per_token(c, args.tokens)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+          f"numba threads {__import__('numba').get_num_threads()}, python {platform.python_version()}")
+    print(f"batch: {args.batch} texts x {args.tokens} tokens = {tokens} tokens; fastest of {args.repeats} runs; "
+          f"fastest without timers: {plain:.3f} s")
+    print(f"{'block':<34}{'seconds':>9}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>9}")
+    for block in sorted(blocks, key=lambda b: -best[b]):
+        g = flops.get(block, 0.0) * tokens / 1e9
+        rate = f"{g / best[block]:>9.1f}" if g else f"{'':>9}"
+        print(f"{block:<34}{best[block]:>9.3f}{100 * best[block] / wall:>7.1f}%{g:>9.1f}" + rate)
+    other = wall - sum(best[b] for b in blocks)
+    print(f"{'(Python between kernels)':<34}{other:>9.3f}{100 * other / wall:>7.1f}%")
+    total_flops = sum(flops.values())
+    print(f"{'total':<34}{wall:>9.3f}{100.0:>7.1f}%{total_flops * tokens / 1e9:>9.1f}"
+          f"{total_flops * tokens / 1e9 / wall:>9.1f}")
+    print(f"FLOPs per token at T = {args.tokens}: {total_flops / 1e6:.1f} M "
+          f"(matmuls {sum(v for k, v in flops.items() if 'attention (' not in k) / 1e6:.1f} M, "
+          f"attention {flops['attention (scores, softmax, mix)'] / 1e6:.1f} M)")
+    return {"best": best, "plain": plain, "flops_per_token": flops}
+
+
+if __name__ == "__main__":
+    main()

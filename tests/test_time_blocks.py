@@ -1,0 +1,38 @@
+"""scripts/time_blocks.py on a tiny batch: it runs the real fast path with timers, and its FLOP counts
+are the hand-counted ones (docs/architecture.md quotes both)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "time_blocks.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("time_blocks", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flops_per_token_by_hand(e5_model):
+    flops = load_script().flops_per_token(e5_model.config, 128)
+    H, F, L = 384, 1536, 12
+    assert flops["Q, K, V projections"] + flops["attention output projection"] == L * 4 * 2 * H * H
+    assert flops["FFN up (H -> F)"] + flops["FFN down (F -> H)"] == L * 2 * 2 * H * F
+    matmuls = sum(v for k, v in flops.items() if not k.startswith("attention ("))
+    assert matmuls == 42_467_328  # 42.5 M per token, whatever the length
+    assert flops["attention (scores, softmax, mix)"] == 12 * 4 * 128 * 384  # 2.4 M at T = 128
+
+
+def test_time_blocks_runs_and_restores_the_kernels(e5_dir, capsys):
+    from minie5 import encoder, kernels
+
+    result = load_script().main(["--model", str(e5_dir), "--batch", "2", "--tokens", "16", "--repeats", "1"])
+    out = capsys.readouterr().out
+    best = result["best"]
+    blocks = [b for b in best if b != "total (wall)"]
+    assert {"FFN up (H -> F)", "Q, K, V projections", "attention (scores, softmax, mix)", "GELU"} <= set(blocks)
+    assert 0 < sum(best[b] for b in blocks) <= best["total (wall)"]
+    assert "FLOPs per token at T = 16" in out
+    assert encoder.kernels is kernels  # the timers are gone
