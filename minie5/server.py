@@ -309,7 +309,8 @@ class Batcher:
         self._ready = threading.Event()
         self._warm_up_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="minie5-batcher", daemon=True)
-        self.batches = 0  # forward passes run, for the figures
+        self.batches = 0  # forward passes run (shown by /health)
+        self.batches_shared = 0  # of which held rows of more than one request
         self.rows = 0
 
     def start(self, warm_up_ids: list) -> None:
@@ -406,6 +407,7 @@ class Batcher:
             self._fail([job for job, _, _ in batch], e)
             return
         self.batches += 1
+        self.batches_shared += len(batch) > 1
         self.rows += len(ids)
         offset = 0
         for job, first, end in batch:
@@ -524,8 +526,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         return self.embeddings()
 
     def health(self) -> int:
-        state = self.server.state
-        return self.send_json(200 if state == "ready" else 503, {"status": "ok" if state == "ready" else state})
+        """200 {"status": "ok", ...batching counts} when ready; 503 {"status": "loading" | "draining"}."""
+        state, batcher = self.server.state, self.server.batcher
+        if state != "ready":
+            return self.send_json(503, {"status": state})
+        return self.send_json(200, {"status": "ok", "model": self.server.settings.model_name,
+                                    "batches": batcher.batches, "batches_shared": batcher.batches_shared,
+                                    "rows": batcher.rows})
 
     def models(self) -> dict:
         name = self.server.settings.model_name
@@ -631,6 +638,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     def send_error(self, code, message=None, explain=None):
         """http.server's own errors (bad request line, header too long, unknown method) as OpenAI JSON."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: answer with a status line anyway
+            self.request_version = "HTTP/1.0"
         try:
             phrase = HTTPStatus(code).phrase
         except ValueError:
