@@ -351,8 +351,6 @@ class Batcher:
     # -------------------------------------------------- the worker thread
     def _run(self) -> None:
         try:
-            for row in self._warm_up_ids:  # each alone, then together: the shapes a request can bring
-                self.model.encode_ids([row])
             self.model.encode_ids(self._warm_up_ids, batch_size=len(self._warm_up_ids))
         except BaseException as e:  # reported by wait_ready in the main thread
             self._warm_up_error = e
@@ -658,7 +656,8 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 # ---------------------------------------------------------------- lifecycle
 def warm_up_ids(model) -> list:
-    """A short text and a full-length one, to compile the kernels before the first request."""
+    """A short text and a full-length one, embedded together before the first request: Numba's kernels
+    are loaded (compiled, if its cache is cold) and the encoder's buffers sized."""
     short = model.tokenizer.encode(["warm up"])[0][0]
     filler = short[1:-1] * model.tokenizer.max_length
     full = short[:1] + filler[:model.tokenizer.max_length - 2] + short[-1:]

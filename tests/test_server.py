@@ -5,8 +5,9 @@ in-process API, itself checked against transformers in test_parity.py); the
 error cases are sent as raw bytes, so that what the server answers to a
 malformed request is what is tested, not what a client library lets through.
 
-One server (module-scoped) serves most tests; a second one is started with
---no-truncate --prefix query, and a third, per test, for shutdown.
+One server (module-scoped) serves most tests; a second one, started with
+--no-truncate --prefix query, also serves the load-test smoke test and is
+stopped with SIGTERM by the last test.
 """
 from __future__ import annotations
 
@@ -235,16 +236,17 @@ def test_dimensions_equal_to_the_model_dim_is_accepted(server, e5_model):
 
 def test_long_text_is_truncated_like_encode(server, e5_model):
     text = long_text(400)  # far over 512 tokens
+    expected = e5_model.encode([text, "short"])
     response = server.client().embeddings.create(model="e5-small", input=[text, "short"])
-    assert cosines(vectors(response), e5_model.encode([text, "short"])).min() >= 0.99999
+    assert cosines(vectors(response), expected).min() >= 0.99999
     assert response.usage.total_tokens == 512 + token_count(e5_model, "short")
-    ids = e5_model.tokenizer.backend.encode(text, add_special_tokens=False).ids
+    ids = e5_model.tokenizer.backend.encode(text, add_special_tokens=False).ids  # all of them, over 512
     tokens = server.client().embeddings.create(model="e5-small", input=[ids], encoding_format="float")
-    assert cosines(vectors(tokens), e5_model.encode([text])).min() >= 0.99999
+    assert cosines(vectors(tokens), expected[:1]).min() >= 0.99999
 
 
 def test_encode_ids_equals_encode(e5_model):
-    texts = TEXTS + [long_text(400)]
+    texts = TEXTS + [long_text(60)]
     ids, _ = e5_model.tokenizer.encode(texts)
     np.testing.assert_allclose(e5_model.encode_ids(ids), e5_model.encode(texts), atol=1e-6)
     with pytest.raises(ValueError, match=r"ids\[1\] holds 250037"):
@@ -452,27 +454,56 @@ def test_server_default_prefix_and_no_truncate(strict_server, e5_model):
     assert response.usage.total_tokens == 512
 
 
-def test_sigterm_finishes_the_request_in_flight(e5_dir, tmp_path, e5_model):
-    # a long batching wait keeps the request in flight while SIGTERM arrives
-    s = Server(e5_dir, tmp_path, "--max-wait-ms", "3000")
+# ---------------------------------------------------------------- scripts/load_test.py
+def load_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("load_test", REPO / "scripts" / "load_test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_test_script_smoke(strict_server, e5_dir, e5_model, tmp_path, capsys):
+    """A few seconds, a few clients, against a running server: the plumbing, not the figures."""
+    load_test = load_script()
+    figures = load_test.main(["--url", strict_server.url, "--api-key", API_KEY, "--model", str(e5_dir),
+                              "--seconds", "1", "--clients", "3", "--texts", "8", "--max-requests", "12",
+                              "--json", str(tmp_path / "figures.json")], model=e5_model)
+    assert figures["errors"] == 0, figures["error_examples"]
+    assert 0 < figures["requests"] <= 12 and figures["clients"] == 3
+    assert figures["texts_per_s"] > 0 and figures["encode_texts_per_s"] > 0 and figures["batches"] > 0
+    assert figures["ratio"] == pytest.approx(figures["texts_per_s"] / figures["encode_texts_per_s"])
+    assert figures["p50_ms"] <= figures["p99_ms"]
+    assert 3 <= figures["tokens_per_text_min"] and figures["tokens_per_text_max"] < 512
+    assert "served / encode" in capsys.readouterr().out
+    assert json.loads((tmp_path / "figures.json").read_text())["requests"] == figures["requests"]
+    with pytest.raises(SystemExit):  # loopback only
+        load_test.parse_args(["--url", "http://example.com:8000"])
+
+
+# ---------------------------------------------------------------- shutdown (last: it stops strict_server)
+def test_sigterm_finishes_the_request_in_flight(strict_server, e5_model):
+    """SIGTERM while a request's body is still arriving: the request is answered, then the server exits 0."""
+    s = strict_server
+    body = json.dumps({"input": TEXTS, "input_type": "passage"}).encode()
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=60)
     try:
-        result = {}
-
-        def send():
-            result["response"] = request(s, "POST", "/v1/embeddings", {"input": TEXTS}, auth=False)
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        time.sleep(1.0)  # the request has arrived and waits for company
+        conn.sendall(f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        time.sleep(0.5)  # the server has read the headers: the request is in flight
         s.proc.send_signal(signal.SIGTERM)
-        sender.join(60)
-        status, body, _ = result["response"]
-        assert status == 200
-        got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
-        assert cosines(got, e5_model.encode(TEXTS)).min() >= 0.99999
-        assert s.proc.wait(timeout=60) == 0
-        stderr = s.stderr()
-        assert "stopping: finishing the requests in flight" in stderr and "minie5: stopped" in stderr
-        assert stderr.index("stopping") < stderr.index("POST /v1/embeddings 200")
+        time.sleep(0.5)
+        conn.sendall(body[10:])
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))  # "Connection: close" while draining
     finally:
-        s.stop()
+        conn.close()
+    status, response = parse_raw_response(answer)
+    assert status == 200
+    got = np.array([d["embedding"] for d in response["data"]], dtype=np.float32)
+    assert cosines(got, e5_model.encode_passages(TEXTS)).min() >= 0.99999
+    assert s.proc.wait(timeout=60) == 0
+    stderr = s.stderr()
+    assert "stopping: finishing the requests in flight" in stderr and "minie5: stopped" in stderr
+    assert stderr.index("stopping") < stderr.rindex("POST /v1/embeddings 200")
+    with pytest.raises(OSError):  # the port is closed
+        socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
