@@ -292,8 +292,10 @@ class Batcher:
     The worker takes rows in arrival order into one batch of at most
     max_batch_tokens tokens; when the queue holds less than that, it waits
     until the oldest waiting row is max_wait seconds old for more to arrive.
-    A request larger than the budget is split across batches; a batch holds
-    rows of many requests. Rows are independent (the encoder packs texts
+    A request larger than the budget is split across batches, and its rest
+    goes to the back of the queue after each (round robin, so that a small
+    request waits for at most about one batch); a batch holds rows of many
+    requests. Rows are independent (the encoder packs texts
     without padding), so every request gets the rows it would get alone.
     """
 
@@ -390,8 +392,9 @@ class Batcher:
             if row > first:
                 batch.append((job, first, row))
                 job.next_row = row
-            if row < len(job.ids):
-                break  # the budget is full
+            if row < len(job.ids):  # the budget is full: the rest of this job waits behind the others,
+                self._queue.rotate(-1)  # so that one large request cannot hold up the small ones behind it
+                break
             self._queue.popleft()
         self._queued_tokens -= tokens
         return batch
