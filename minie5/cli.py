@@ -365,6 +365,9 @@ def add_serve_parser(subparsers) -> None:
     parser.add_argument("--timeout", type=float, default=defaults.client_timeout, metavar="SECONDS",
                         help=f"a client's socket may stay silent this long; a request body must arrive "
                              f"within it (default: {defaults.client_timeout:g})")
+    parser.add_argument("--max-connections", type=positive_int, default=defaults.max_connections, metavar="N",
+                        help=f"open connections, one thread each; more are answered 503 (default: "
+                             f"{defaults.max_connections})")
     parser.add_argument("--grace", type=float, default=defaults.grace, metavar="SECONDS",
                         help=f"on SIGTERM / SIGINT, how long requests in flight get to finish (default: "
                              f"{defaults.grace:g})")
@@ -394,7 +397,7 @@ def run_serve(args: argparse.Namespace) -> int:
         prefix=None if args.prefix == "none" else args.prefix, truncate=not args.no_truncate,
         api_key=args.api_key, max_inputs=args.max_inputs, max_request_tokens=args.max_request_tokens,
         max_batch_tokens=args.batch_tokens, max_wait=args.max_wait_ms / 1000, max_body_bytes=args.max_body_bytes,
-        client_timeout=args.timeout, grace=args.grace)
+        client_timeout=args.timeout, max_connections=args.max_connections, grace=args.grace)
     return serve(settings, lambda: load_model(model))
 
 

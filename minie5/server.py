@@ -70,6 +70,7 @@ class ServerSettings:
     max_wait: float = 0.005  # seconds the worker waits for more rows before running a part-full batch
     max_body_bytes: int = 8 * 1024 * 1024  # request body size
     client_timeout: float = 30.0  # seconds a client's socket may stay silent (and a body may take to arrive)
+    max_connections: int = 64  # open connections (one thread each); more are answered 503 and closed
     grace: float = 30.0  # seconds in-flight requests get to finish after SIGTERM / SIGINT
 
 
@@ -372,7 +373,7 @@ class Batcher:
                 if self._stopping:
                     return None
                 self._cond.wait()
-            deadline = self._queue[0].arrived + self.max_wait
+            deadline = min(job.arrived for job in self._queue) + self.max_wait  # the oldest waits no longer
             while self._queued_tokens < self.max_batch_tokens and not self._stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -447,7 +448,49 @@ class EmbeddingHTTPServer(ThreadingHTTPServer):
         self._log_lock = threading.Lock()
         self._in_flight = 0
         self._in_flight_cond = threading.Condition()
+        self._connections = 0  # open connections, each with its thread
+        self._connections_lock = threading.Lock()
         super().__init__((settings.host, settings.port), RequestHandler)
+
+    def process_request(self, request, client_address) -> None:
+        """Start a thread for the connection, or answer 503 at once when max_connections are open."""
+        with self._connections_lock:
+            refuse = self._connections >= self.settings.max_connections
+            if not refuse:
+                self._connections += 1
+        if refuse:
+            self.refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connection_closed()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connection_closed()
+
+    def connection_closed(self) -> None:
+        with self._connections_lock:
+            self._connections -= 1
+
+    def refuse(self, request, client_address) -> None:
+        limit = self.settings.max_connections
+        body = json.dumps(ApiError(503, f"too many open connections (at most {limit}); retry shortly",
+                                   code="too_many_connections").body()).encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+                f"\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+        self.log(f"{client_address[0]} refused: {limit} connections open")
 
     def log(self, line: str) -> None:
         with self._log_lock:

@@ -36,6 +36,7 @@ MAX_INPUTS = 8
 MAX_REQUEST_TOKENS = 2000
 MAX_BODY_BYTES = 100_000
 CLIENT_TIMEOUT = 3  # seconds (--timeout): how long the server waits for a silent client
+STRICT_MAX_CONNECTIONS = 8
 TEXTS = [
     "Photosynthesis turns sunlight, water and carbon dioxide into sugar and oxygen.",
     "Der Rhein fließt von den Alpen bis zur Nordsee.",
@@ -146,7 +147,7 @@ def server(e5_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def strict_server(e5_dir, tmp_path_factory):
     s = Server(e5_dir, tmp_path_factory.mktemp("strict"), "--no-truncate", "--prefix", "query",
-               "--api-key", API_KEY)
+               "--api-key", API_KEY, "--max-connections", str(STRICT_MAX_CONNECTIONS))
     yield s
     assert s.stop() == 0, s.stderr()
 
@@ -561,6 +562,30 @@ def test_load_test_script_smoke(strict_server, e5_dir, e5_model, tmp_path, capsy
     assert json.loads((tmp_path / "figures.json").read_text())["requests"] == figures["requests"]
     with pytest.raises(SystemExit):  # loopback only
         load_test.parse_args(["--url", "http://example.com:8000"])
+
+
+def test_connections_over_the_limit_are_refused_with_503(strict_server):
+    idle = []
+    try:
+        refused = None
+        for _ in range(2 * STRICT_MAX_CONNECTIONS):  # some slots may hold earlier keep-alive connections
+            s = socket.create_connection(("127.0.0.1", strict_server.port), timeout=5)
+            idle.append(s)
+            s.settimeout(0.3)
+            try:
+                answer = s.recv(65536)
+            except TimeoutError:  # accepted: it has a thread and waits for a request
+                continue
+            refused = answer + b"".join(iter(lambda: s.recv(65536), b""))
+            break
+        assert refused is not None, "no connection was refused"
+        status, body = parse_raw_response(refused)
+        assert assert_openai_error(body, status, 503)["code"] == "too_many_connections"
+    finally:
+        for s in idle:
+            s.close()
+    time.sleep(0.5)  # the threads see their connections closed
+    assert request(strict_server, "GET", "/health")[0] == 200
 
 
 # ---------------------------------------------------------------- shutdown (last: it stops strict_server)
