@@ -48,6 +48,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from .errors import InputError
+
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "passage", "none")  # input_type values; "none": texts as given
 REQUEST_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", "input_type")
@@ -712,7 +714,10 @@ def warm_up_ids(model) -> list:
 
 def serve(settings: ServerSettings, load_model, log=None) -> int:
     """Run the server until SIGTERM / SIGINT: open the port, load and warm up the model, serve, drain."""
-    server = EmbeddingHTTPServer(settings, log=log)  # OSError here if the port is taken
+    try:
+        server = EmbeddingHTTPServer(settings, log=log)
+    except OSError as e:  # the port is taken, the address is not this machine's...
+        raise InputError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
     host, port = server.server_address[:2]
     thread = threading.Thread(target=server.serve_forever, name="minie5-http", daemon=True)
     thread.start()

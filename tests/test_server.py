@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 openai = pytest.importorskip("openai")
 # the references embed texts over 512 tokens on purpose: Model.encode's warning about it is expected
@@ -169,6 +170,21 @@ def token_count(model, text: str, prefix: str = "") -> int:
 
 def long_text(words: int) -> str:
     return " ".join(f"word{i} mot{i}" for i in range(words))
+
+
+# ---------------------------------------------------------------- the command line
+def test_serve_on_a_taken_port_is_an_error(e5_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--model", e5_dir, "--port", port, env={"PYTHONPATH": str(REPO)})
+    assert f"minie5: error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.error_line()
+
+
+def test_serve_usage_errors():
+    result = run_cli("serve", "--port", "70000", env={"PYTHONPATH": str(REPO)})
+    assert result.returncode == 2 and "expected a port number 0-65535, got '70000'" in result.stderr
 
 
 # ---------------------------------------------------------------- the openai client
