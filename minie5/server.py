@@ -528,7 +528,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.dispatch()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET  # wrong methods: 405
 
     # -------------------------------------------------- one request
     def dispatch(self) -> None:
@@ -536,22 +536,29 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.body_read = False
         self.figures = {"inputs": "-", "tokens": "-"}  # for the log line
         self.server.request_started()
-        status = 500
+        status = 499  # the client went away or stalled: nothing could be answered
         try:
-            status = self.respond()
-        except ApiError as e:
-            status = self.send_error_json(e)
-        except (ConnectionError, TimeoutError):  # the client went away or stalled: nothing to answer
+            status = self.respond_or_error()
+        except (ConnectionError, TimeoutError):
             self.close_connection = True
-            status = 499
-        except Exception as e:  # a bug: answer 500, keep serving
-            traceback.print_exc(file=sys.stderr)
-            status = self.send_error_json(ApiError(500, f"internal error: {type(e).__name__}"))
         finally:
             self.server.request_finished()
             elapsed = (time.monotonic() - started) * 1000
-            self.server.log(f"{self.client_address[0]} {self.command} {self.path[:200]} {status} "
+            path = "".join(c if c.isprintable() else "?" for c in self.path[:200])
+            self.server.log(f"{self.client_address[0]} {self.command} {path} {status} "
                             f"inputs={self.figures['inputs']} tokens={self.figures['tokens']} {elapsed:.1f}ms")
+
+    def respond_or_error(self) -> int:
+        """Answer the request; any error becomes OpenAI's error JSON. Returns the status sent."""
+        try:
+            return self.respond()
+        except ApiError as e:
+            return self.send_error_json(e)
+        except (ConnectionError, TimeoutError):
+            raise
+        except Exception as e:  # a bug: answer 500, keep serving
+            traceback.print_exc(file=sys.stderr)
+            return self.send_error_json(ApiError(500, f"internal error: {type(e).__name__}"))
 
     def respond(self) -> int:
         path = urlsplit(self.path).path
@@ -669,7 +676,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
         self.wfile.flush()
         return status
 

@@ -456,6 +456,18 @@ def test_unknown_routes_and_wrong_methods(server, method, path, status, allow):
     assert headers.get("Allow") == allow
 
 
+def test_head_gets_405_without_a_body(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("HEAD", "/health")
+        response = conn.getresponse()
+        assert (response.status, response.read(), response.getheader("Allow")) == (405, b"", "GET")
+        conn.request("GET", "/health")  # the same connection: no stray body bytes in the way
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
 def test_api_key(server):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_KEY}"},
                     {"Authorization": "Bearer"}):
