@@ -27,8 +27,11 @@ is not slow. SIGTERM or SIGINT stop accepting connections, let the requests
 in flight finish (up to a grace period), then exit.
 
 The server is the standard library's ThreadingHTTPServer: one thread per
-connection, no new dependency. Each connection's socket has a timeout, and a
-request body must arrive within it, so a slow client only holds its own thread.
+connection, no new dependency. Each connection's socket has a timeout, a
+request body must arrive within it, and at most max_connections are open at
+once, so a slow client only holds its own thread. Numba's kernels hold the
+GIL while they run, so request threads get their turns between kernel calls
+(over a hundred per forward pass), not only between batches.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ INPUT_FORMS = "a string, a list of strings, a list of token ids, or a list of li
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What `minie5 serve` was started with (see cli.add_serve_parser for the defaults)."""
+    """What `minie5 serve` was started with; these defaults are the command line's."""
     host: str = "127.0.0.1"
     port: int = 8000
     model_name: str = "multilingual-e5-small"  # the id /v1/models lists
