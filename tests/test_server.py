@@ -625,7 +625,7 @@ def test_sigterm_finishes_the_request_in_flight(strict_server, e5_model):
     try:
         conn.sendall(f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
-        time.sleep(0.5)  # the server has read the headers: the request is in flight
+        time.sleep(1.0)  # the server has read the headers: the request is in flight
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         conn.sendall(body[10:])
