@@ -6,6 +6,7 @@
     cat docs.jsonl | minie5 embed --field text -o docs.jsonl.out.jsonl
     minie5 search --corpus docs.txt "how do plants make sugar" -k 5 --index docs.npy
     minie5 info intfloat/multilingual-e5-small                  # architecture and parameters per block
+    minie5 serve --port 8000                                     # OpenAI-compatible /v1/embeddings
 
 `embed` reads texts from its arguments, from a file (-i FILE: one text per
 line; JSON Lines with --field) or from stdin, and writes their embeddings to
@@ -359,6 +360,82 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- serve
+def add_serve_parser(subparsers) -> None:
+    from .server import ServerSettings
+    defaults = ServerSettings()
+    parser = subparsers.add_parser(
+        "serve", help="serve an OpenAI-compatible embeddings API over HTTP",
+        description="Serve POST /v1/embeddings (OpenAI's request and response format: point an OpenAI client's "
+                    "base URL at http://HOST:PORT/v1), GET /v1/models and GET /health. The port opens at once; "
+                    "/health answers 503 until the model is loaded and warmed up, then 200. Concurrent requests "
+                    "are embedded together in shared batches. SIGTERM or Ctrl-C finish the requests in flight, "
+                    "then exit. One log line per request on stderr.")
+    add_model_argument(parser)
+    parser.add_argument("--host", default=defaults.host, help=f"address to listen on (default: {defaults.host})")
+    parser.add_argument("--port", type=port_number, default=defaults.port,
+                        help=f"port to listen on, 0 for any free one (default: {defaults.port})")
+    parser.add_argument("--served-model-name", default=None, metavar="NAME",
+                        help="the model id /v1/models lists (default: the hub id, or the model directory's name)")
+    parser.add_argument("--prefix", choices=PREFIX_CHOICES, default="none",
+                        help="the prompt for requests that choose none by input_type or model name: 'query' "
+                             "or 'passage' prepends 'query: ' / 'passage: ' (default: none)")
+    parser.add_argument("--no-truncate", action="store_true",
+                        help="answer 400 for an input longer than the model's max length instead of embedding "
+                             "its first tokens")
+    parser.add_argument("--api-key", default=os.environ.get("MINIE5_API_KEY") or None, metavar="KEY",
+                        help="require 'Authorization: Bearer KEY' on /v1 routes (default: $MINIE5_API_KEY; "
+                             "none: open)")
+    parser.add_argument("--max-inputs", type=positive_int, default=defaults.max_inputs, metavar="N",
+                        help=f"inputs per request (default: {defaults.max_inputs})")
+    parser.add_argument("--max-request-tokens", type=positive_int, default=defaults.max_request_tokens,
+                        metavar="N", help=f"tokens per request (default: {defaults.max_request_tokens})")
+    parser.add_argument("--batch-tokens", type=positive_int, default=defaults.max_batch_tokens, metavar="N",
+                        help=f"tokens per shared batch (default: {defaults.max_batch_tokens})")
+    parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait * 1000, metavar="MS",
+                        help=f"how long a request may wait for others to share its batch (default: "
+                             f"{defaults.max_wait * 1000:g})")
+    parser.add_argument("--max-body-bytes", type=positive_int, default=defaults.max_body_bytes, metavar="N",
+                        help=f"request body size (default: {defaults.max_body_bytes})")
+    parser.add_argument("--timeout", type=float, default=defaults.client_timeout, metavar="SECONDS",
+                        help=f"a client's socket may stay silent this long; a request body must arrive "
+                             f"within it (default: {defaults.client_timeout:g})")
+    parser.add_argument("--max-connections", type=positive_int, default=defaults.max_connections, metavar="N",
+                        help=f"open connections, one thread each; more are answered 503 (default: "
+                             f"{defaults.max_connections})")
+    parser.add_argument("--grace", type=float, default=defaults.grace, metavar="SECONDS",
+                        help=f"on SIGTERM / SIGINT, how long requests in flight get to finish (default: "
+                             f"{defaults.grace:g})")
+    parser.set_defaults(run=run_serve, parser=parser)
+
+
+def port_number(value: str) -> int:
+    """argparse type: a TCP port, 0 to 65535."""
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
+    return int(value)
+
+
+def served_model_name(model: str) -> str:
+    """The id /v1/models lists: a local directory's name, else the hub id as given."""
+    path = Path(model)
+    return path.resolve().name if path.is_dir() else model
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import ServerSettings, serve
+    model = args.model or default_model()
+    if args.max_wait_ms < 0 or args.timeout <= 0 or args.grace < 0:
+        args.parser.error("--max-wait-ms and --grace must be >= 0, --timeout > 0")
+    settings = ServerSettings(
+        host=args.host, port=args.port, model_name=args.served_model_name or served_model_name(model),
+        prefix=None if args.prefix == "none" else args.prefix, truncate=not args.no_truncate,
+        api_key=args.api_key, max_inputs=args.max_inputs, max_request_tokens=args.max_request_tokens,
+        max_batch_tokens=args.batch_tokens, max_wait=args.max_wait_ms / 1000, max_body_bytes=args.max_body_bytes,
+        client_timeout=args.timeout, max_connections=args.max_connections, grace=args.grace)
+    return serve(settings, lambda: load_model(model))
+
+
 # ---------------------------------------------------------------- wiring
 def load_model(name_or_path: str | None):
     return load(name_or_path or default_model())
@@ -371,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed_parser(subparsers)
     add_search_parser(subparsers)
     add_info_parser(subparsers)
+    add_serve_parser(subparsers)
     return parser
 
 

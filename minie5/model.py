@@ -269,6 +269,34 @@ class Model:
             progress.close()
             warn_truncated(truncated, seen, options.max_length)
 
+    def encode_ids(self, ids, batch_size: int = 32, normalize: bool | None = None,
+                   backend: str | None = None) -> np.ndarray:
+        """Embed texts already tokenized: a list of token id lists -> float32 [n, hidden].
+
+        Each list is one text's complete model input, special tokens included,
+        exactly as the tokenizer gives it (e5: [0, ..., 2], <s> ... </s>); no
+        prefix is added and nothing is truncated, so each list must hold 1 to
+        config.max_positions ids, each in [0, vocab_size). For the ids of a
+        text, encode_ids(ids) equals encode([text]) up to float rounding.
+        normalize: None follows the model's files (e5: L2-normalised).
+        """
+        if not isinstance(ids, (list, tuple)):
+            raise TypeError(f"ids must be a list of lists of token ids, got {type(ids).__name__}")
+        limit, vocab = self.config.max_positions, self.config.vocab_size
+        for i, row in enumerate(ids):
+            if not isinstance(row, (list, tuple)):
+                raise TypeError(f"ids[{i}] is {type(row).__name__}, expected a list of token ids")
+            if not 1 <= len(row) <= limit:
+                raise InputError(f"ids[{i}] has {len(row)} tokens; the model embeds 1 to {limit}")
+            for token in row:
+                if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < vocab:
+                    raise InputError(f"ids[{i}] holds {token!r}, not a token id in [0, {vocab})")
+        options = self._options(batch_size, normalize, None, backend, "truncate", None)
+        if not ids:
+            return np.zeros((0, self.config.hidden_size), dtype=np.float32)
+        pooled = self._embed_sorted([list(row) for row in ids], options, lambda rows, tokens: None)
+        return reference.l2_normalize(pooled) if options.normalize else pooled
+
     def _options(self, batch_size, normalize, prefix, backend, long, max_length) -> "EncodeOptions":
         """Check encode()'s options; fill in the model's defaults."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
