@@ -11,10 +11,11 @@ after each call its threads keep spinning for a while. The fast path
 alternates matmuls with Numba's parallel kernels (attention, LayerNorm, GELU),
 so on 2 cores the spinning BLAS threads and Numba's threads fight for the
 same cores (measured: a 12 x 384 x 1536 product at 2 BLAS threads took 8 ms
-against 0.45 ms at 1). Here there is one plan instead: the rows of x are cut
-into as many parts as Numba has threads (`numba.get_num_threads()`, i.e.
-NUMBA_NUM_THREADS), one part runs in the calling thread and the others in a
-small pool of worker threads, and OpenBLAS is asked for one thread per call
+against 0.45 ms at 1). Here there is one plan instead: the output is cut
+into as many blocks as Numba has threads (`numba.get_num_threads()`, i.e.
+NUMBA_NUM_THREADS): by rows of x for a big batch, by rows of the weight when
+there are fewer tokens than outputs. One block runs in the calling thread and
+the others in a small pool of worker threads, and OpenBLAS is asked for one thread per call
 for the duration of a forward pass (`one_blas_thread()`; encoder.py wraps each
 forward in it and puts numpy's setting back afterwards). No BLAS thread is
 left spinning. The setting is process-wide in OpenBLAS: another Python thread
@@ -80,18 +81,18 @@ def one_blas_thread():
             _set_blas_threads(previous)
 
 
-def _linear_rows(x, weight, bias, out, r0, r1):
-    """out[r0:r1] = x[r0:r1] @ weight.T + bias, in this thread (one BLAS thread)."""
-    rows = out[r0:r1]  # [r1 - r0, N], a view
-    np.matmul(x[r0:r1], weight.T, out=rows)  # weight.T is a view: sgemm with transposed B, no copy
-    rows += bias
+def _linear_block(x, weight, bias, out, r0, r1, c0, c1):
+    """out[r0:r1, c0:c1] = x[r0:r1] @ weight[c0:c1].T + bias[c0:c1], in this thread."""
+    block = out[r0:r1, c0:c1]  # a view; numpy passes its row stride to sgemm (no copy)
+    np.matmul(x[r0:r1], weight[c0:c1].T, out=block)  # weight.T is a view: sgemm with transposed B
+    block += bias[c0:c1]
 
 
 class BlasLinear:
     """out = x @ weight.T + bias, x: [M, K], weight: [N, K], bias: [N] -> out: [M, N].  Twin: reference.linear.
 
-    The rows are split over numba.get_num_threads() threads (the caller and a
-    pool of workers), each part one sgemm; meant to run inside
+    The output is cut along its longer side into numba.get_num_threads() blocks
+    (the caller computes one, a pool of workers the others), each one sgemm; meant to run inside
     one_blas_thread() (see the module notes). Not re-entrant: encoder.py calls
     it under its process-wide lock.
     """
@@ -112,17 +113,24 @@ class BlasLinear:
         return self._pool
 
     def __call__(self, x, weight, bias, out) -> None:
-        M = x.shape[0]
+        M, N = out.shape
         threads = numba.get_num_threads()
-        if _set_blas_threads is None or threads == 1 or M < 2 * threads:  # one call, BLAS threads itself
-            _linear_rows(x, weight, bias, out, 0, M)
+        if _set_blas_threads is None or threads == 1 or max(M, N) < 2 * threads:  # one call
+            _linear_block(x, weight, bias, out, 0, M, 0, N)
             return
-        bounds = [M * t // threads for t in range(threads + 1)]  # [threads + 1] row boundaries
+        # Cut the longer side of out: each thread's sgemm then packs all of the smaller
+        # operand and its own share of the larger one (rows of x for a big batch, rows
+        # of the weight for a few hundred tokens), never the whole of both.
+        if M >= N:
+            cuts = [M * t // threads for t in range(threads + 1)]  # [threads + 1] row boundaries
+            blocks = [(cuts[t], cuts[t + 1], 0, N) for t in range(threads)]
+        else:
+            cuts = [N * t // threads for t in range(threads + 1)]  # column boundaries
+            blocks = [(0, M, cuts[t], cuts[t + 1]) for t in range(threads)]
         pool = self._workers(threads - 1)
-        futures = [pool.submit(_linear_rows, x, weight, bias, out, bounds[t], bounds[t + 1])
-                   for t in range(1, threads)]
+        futures = [pool.submit(_linear_block, x, weight, bias, out, *block) for block in blocks[1:]]
         try:
-            _linear_rows(x, weight, bias, out, bounds[0], bounds[1])
+            _linear_block(x, weight, bias, out, *blocks[0])
         finally:
             for future in futures:
                 future.result()
@@ -132,4 +140,4 @@ def blas_threading() -> str:
     """How BlasLinear runs on this numpy: for the bench and messages."""
     if _set_blas_threads is None:
         return "numpy's BLAS with its own threading (not OpenBLAS)"
-    return f"one OpenBLAS sgemm thread on each of {numba.get_num_threads()} threads (rows split)"
+    return f"one OpenBLAS sgemm thread on each of {numba.get_num_threads()} threads"

@@ -157,9 +157,9 @@ def test_pooling_matches_reference(mode):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("m", [1, 3, 70, 129])
+@pytest.mark.parametrize("m", [1, 3, 70, 129, 300])  # fewer rows than the 131 outputs: columns split; 300: rows
 def test_blas_linear_matches_reference_and_numba_linear(m, threads):
-    """blas.BlasLinear (rows split over threads, one BLAS thread each) == reference.linear == kernels.linear."""
+    """blas.BlasLinear (output split over threads, one BLAS thread each) == reference.linear == kernels.linear."""
     import numba
     from minie5.blas import BlasLinear
     x, w, b = randn(m, 130), readonly(randn(131, 130, scale=0.1)), readonly(randn(131))
