@@ -106,6 +106,7 @@ def main(argv=None) -> dict:
 
     runs = []
     saved = encoder.kernels
+    untimed_linear = fast.linear  # the matmul object of this encoder (AutoLinear by default)
     try:
         for _ in range(args.repeats + 1):
             totals = defaultdict(float)
@@ -114,7 +115,7 @@ def main(argv=None) -> dict:
             fast.embed_packed(*packed, c.pooling)
             totals["total (wall)"] = time.perf_counter() - start
             runs.append(dict(totals))
-            fast.linear = encoder.MATMULS[fast.matmul]
+            fast.linear = untimed_linear
             encoder.kernels = saved
     finally:
         encoder.kernels = saved
