@@ -25,6 +25,7 @@ serialised, and each call uses all of Numba's threads.
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -56,6 +57,49 @@ class _Workspace:
         self.proj = np.empty((cap, H), np.float32)  # attention / FFN output projection
         self.ffn = np.empty((cap, F), np.float32)
         self.capacity = cap
+
+
+class WordRows:
+    """The rows of the word-embedding matrix that a batch's token ids point at.
+
+    word_rows(token_ids [N]) -> (table [U, H] float32, ids [N] into table), U = distinct ids.
+
+    Why not just index the memory-mapped matrix. It is 250,002 x 384 floats
+    (384 MB, 82 % of e5-small's file), and a batch reads a few thousand rows of
+    it, scattered. Reading a mapped page makes the kernel map its neighbours
+    too ("fault-around", 64 KB on Linux), so after a few batches most of the
+    384 MB counted in the process's resident memory (measured: +266 MB on
+    W3 of scripts/bench.py). Here each needed row is read with os.pread into a
+    small table instead: 1.5 KB per distinct id, freed after the batch; the
+    file stays in the OS page cache, shared and reclaimable.
+
+    Where that is not possible (a float16 / bfloat16 file, converted in memory;
+    no os.pread, as on Windows) the table is the matrix itself.
+    """
+
+    NAME = "embeddings.word_embeddings.weight"
+
+    def __init__(self, weights):
+        self.matrix = weights[self.NAME]  # [V, H], used as is when rows cannot be read from the file
+        offsets = getattr(weights, "file_offsets", {})
+        self.path = getattr(weights, "path", None)
+        self.offset = offsets.get(self.NAME) if hasattr(os, "pread") else None
+
+    def __call__(self, token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.offset is None:
+            return self.matrix, token_ids
+        distinct, ids = np.unique(token_ids, return_inverse=True)  # [U] sorted, [N] positions in it
+        H = self.matrix.shape[1]
+        row_bytes = 4 * H
+        table = np.empty((distinct.shape[0], H), np.float32)  # [U, H]
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for row, token in enumerate(distinct.tolist()):
+                data = os.pread(fd, row_bytes, self.offset + token * row_bytes)
+                table[row] = np.frombuffer(data, np.float32)  # a short read (file changed) fails here
+        finally:
+            os.close(fd)
+        return table, ids.astype(np.int64, copy=False)
 
 
 class AutoLinear:
@@ -95,6 +139,7 @@ class FastEncoder:
         self.config = config
         self.w = weights
         self.work = _Workspace(config)
+        self.word_rows = WordRows(weights)
         self.token_type_row = np.ascontiguousarray(weights["embeddings.token_type_embeddings.weight"][0])
         self.token_type_row.setflags(write=False)
 
@@ -121,7 +166,8 @@ class FastEncoder:
         x, q, k, v = ws.x[:N], ws.q[:N], ws.k[:N], ws.v[:N]
         context, proj, ffn = ws.context[:N], ws.proj[:N], ws.ffn[:N]
         eps = float(c.layer_norm_eps)
-        kernels.embed(token_ids, pos_rows, w["embeddings.word_embeddings.weight"],
+        word_table, word_ids = self.word_rows(token_ids)  # the word-embedding rows this batch reads
+        kernels.embed(word_ids, pos_rows, word_table,
                       w["embeddings.position_embeddings.weight"], self.token_type_row,
                       w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
         if record is not None:

@@ -80,8 +80,23 @@ def _read_header(path: Path) -> tuple[dict, int]:
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
 
-def load_weights(path: str | Path, config: ModelConfig) -> dict[str, np.ndarray]:
-    """Read model.safetensors into {canonical name: read-only float32 array}.
+class Weights(dict):
+    """{canonical name: read-only float32 array}: a plain dict, which also says where it came from.
+
+    path: the safetensors file; file_offsets: {name: byte offset in the file}
+    of the float32 tensors that are views into the memory-mapped file (not of
+    those converted from float16 / bfloat16 or copied). encoder.WordRows uses
+    it to read single rows of the word-embedding matrix from the file.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.file_offsets: dict[str, int] = {}
+
+
+def load_weights(path: str | Path, config: ModelConfig) -> Weights:
+    """Read model.safetensors into {canonical name: read-only float32 array} (a Weights dict).
 
     Checks that every tensor in expected_shapes(config) is present, exactly
     once, with that shape and a float dtype; raises ModelFileError naming the
@@ -114,7 +129,7 @@ def load_weights(path: str | Path, config: ModelConfig) -> dict[str, np.ndarray]
 
     # A plain ndarray over the mapped file (np.asarray drops the memmap subclass).
     file_bytes = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
-    weights: dict[str, np.ndarray] = {}
+    weights = Weights(path)
     for name, want_shape in expected.items():
         key = by_name[name]
         info = header[key]
@@ -127,6 +142,7 @@ def load_weights(path: str | Path, config: ModelConfig) -> dict[str, np.ndarray]
         raw = file_bytes[data_start + begin:data_start + end]
         if dtype == "F32" and (data_start + begin) % 4 == 0:
             array = raw.view(np.float32).reshape(shape)  # a view into the mapped file: no copy
+            weights.file_offsets[name] = data_start + begin
         elif dtype == "F32":
             array = np.frombuffer(raw.tobytes(), dtype=np.float32).reshape(shape)  # misaligned: copy once
         elif dtype == "F16":

@@ -260,3 +260,26 @@ def test_every_kernel_names_its_reference_twin():
             "attention_probs", "mean_pool", "max_pool", "cls_pool"} <= set(compiled)
     for name, f in compiled.items():
         assert "twin:" in (f.__doc__ or "").lower(), f"kernels.{name} does not name its twin"
+
+
+def test_word_rows_reads_exactly_the_rows_the_ids_point_at(e5_dir):
+    """encoder.WordRows (os.pread from model.safetensors) == indexing the memory-mapped matrix."""
+    from minie5.config import read_config
+    from minie5.encoder import WordRows
+    from minie5.weights import load_weights
+    weights = load_weights(e5_dir / "model.safetensors", read_config(e5_dir))
+    matrix = weights[WordRows.NAME]
+    word_rows = WordRows(weights)
+    assert word_rows.offset is not None  # a float32 file: rows are read, not mapped
+    token_ids = np.array([5, 0, matrix.shape[0] - 1, 5, 33600, 2, 0, 250], np.int64)  # repeats, first and last row
+    table, ids = word_rows(token_ids)
+    assert table.shape == (6, matrix.shape[1]) and ids.dtype == np.int64
+    assert np.array_equal(table[ids], matrix[token_ids])  # bit for bit
+
+
+def test_word_rows_without_file_offsets_use_the_matrix():
+    """Converted (float16) weights have no place in the file: the table is the matrix itself."""
+    from minie5.encoder import WordRows
+    matrix = readonly(randn(10, 4))
+    table, ids = WordRows({WordRows.NAME: matrix})(np.array([3, 3, 9]))
+    assert table is matrix and list(ids) == [3, 3, 9]
