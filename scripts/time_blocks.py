@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import time
+import types
 from collections import defaultdict
 from pathlib import Path
 
@@ -73,13 +74,13 @@ def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
         totals[block_of_weight[id(weight)]] += time.perf_counter() - start
 
     fast.linear = timed_linear
-    encoder.kernels = type("TimedKernels", (), {
-        "embed": staticmethod(timed("embeddings (lookup + LayerNorm)", kernels.embed)),
-        "attention": staticmethod(timed("attention (scores, softmax, mix)", kernels.attention)),
-        "add_layer_norm": staticmethod(timed("residual add + LayerNorm", kernels.add_layer_norm)),
-        "gelu": staticmethod(timed("GELU", kernels.gelu)),
-        "POOLERS": {k: timed("pooling", f) for k, f in kernels.POOLERS.items()},
-    })
+    timed_kernels = types.SimpleNamespace(**vars(kernels))  # every kernel, then timers on these:
+    timed_kernels.embed = timed("embeddings (lookup + LayerNorm)", kernels.embed)
+    timed_kernels.attention = timed("attention (scores, softmax, mix)", kernels.attention)
+    timed_kernels.add_layer_norm = timed("residual add + LayerNorm", kernels.add_layer_norm)
+    timed_kernels.gelu = timed("GELU", kernels.gelu)
+    timed_kernels.POOLERS = {k: timed("pooling", f) for k, f in kernels.POOLERS.items()}
+    encoder.kernels = timed_kernels
 
 
 def main(argv=None) -> dict:
