@@ -18,6 +18,10 @@ One layer, with the workspace arrays it writes (all [N, *], reused by every laye
     ffn_out   = linear(ffn, W2)               [N, H]
     x         = LayerNorm(x + ffn_out)        [N, H]   (in place)
 
+A batch of fewer than kernels.SERIAL_TOKENS tokens (one short query) runs the
+kernels' serial twins instead, on the calling thread: waking Numba's worker
+threads for each of about 100 kernel calls costs more than the work itself.
+
 Numba's parallel kernels must not be entered from two Python threads at once
 (its default threading layer aborts the process); every call into this module
 goes through one process-wide lock, so concurrent encode() calls are
@@ -166,32 +170,44 @@ class FastEncoder:
         x, q, k, v = ws.x[:N], ws.q[:N], ws.k[:N], ws.v[:N]
         context, proj, ffn = ws.context[:N], ws.proj[:N], ws.ffn[:N]
         eps = float(c.layer_norm_eps)
+        kernel_set, linear = self._plan(N)  # the parallel kernels, or their serial twins for a few tokens
         word_table, word_ids = self.word_rows(token_ids)  # the word-embedding rows this batch reads
-        kernels.embed(word_ids, pos_rows, word_table,
-                      w["embeddings.position_embeddings.weight"], self.token_type_row,
-                      w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
+        kernel_set.embed(word_ids, pos_rows, word_table,
+                         w["embeddings.position_embeddings.weight"], self.token_type_row,
+                         w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
         if record is not None:
             record.hidden(x)
-        linear = self.linear
         for i in range(c.num_hidden_layers):
             p = f"encoder.layer.{i}."
             linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"], q)
             linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"], k)
             linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"], v)
-            kernels.attention(q, k, v, seq_starts, c.num_attention_heads, context)
+            kernel_set.attention(q, k, v, seq_starts, c.num_attention_heads, context)
             if record is not None:
                 record.attention(q, k, seq_starts, c.num_attention_heads)
             linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
                            proj)
-            kernels.add_layer_norm(x, proj, w[p + "attention.output.LayerNorm.weight"],
-                                   w[p + "attention.output.LayerNorm.bias"], eps, x)
+            kernel_set.add_layer_norm(x, proj, w[p + "attention.output.LayerNorm.weight"],
+                                      w[p + "attention.output.LayerNorm.bias"], eps, x)
             linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], ffn)
-            kernels.gelu(ffn, ffn)
+            kernel_set.gelu(ffn, ffn)
             linear(ffn, w[p + "output.dense.weight"], w[p + "output.dense.bias"], proj)
-            kernels.add_layer_norm(x, proj, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps, x)
+            kernel_set.add_layer_norm(x, proj, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"],
+                                      eps, x)
             if record is not None:
                 record.hidden(x)
         return x
+
+    def _plan(self, n_tokens: int):
+        """(kernels, linear) for a batch of n_tokens: see 'serial twins' in kernels.py.
+
+        Below kernels.SERIAL_TOKENS everything runs on the calling thread (the
+        linear layers too, unless matmul="blas" was asked for); from there the
+        parallel kernels and self.linear.
+        """
+        if n_tokens >= kernels.SERIAL_TOKENS:
+            return kernels, self.linear
+        return kernels.SERIAL, (self.linear if self.matmul == "blas" else kernels.SERIAL.linear)
 
     def embed_packed(self, token_ids, positions, seq_starts, pooling: str) -> np.ndarray:
         """Encode and pool: -> [B, H] float32 (not normalised). Arguments as forward_packed."""
@@ -199,7 +215,7 @@ class FastEncoder:
         with _NUMBA_LOCK, one_blas_thread():
             hidden = self._forward_packed(token_ids, rows, seq_starts)
             pooled = np.empty((seq_starts.shape[0] - 1, self.config.hidden_size), np.float32)
-            kernels.POOLERS[pooling](hidden, seq_starts, pooled)
+            self._plan(token_ids.shape[0])[0].POOLERS[pooling](hidden, seq_starts, pooled)
         return pooled
 
     # ------------------------------------------------------------------ padded API

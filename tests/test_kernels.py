@@ -283,3 +283,47 @@ def test_word_rows_without_file_offsets_use_the_matrix():
     matrix = readonly(randn(10, 4))
     table, ids = WordRows({WordRows.NAME: matrix})(np.array([3, 3, 9]))
     assert table is matrix and list(ids) == [3, 3, 9]
+
+
+def test_serial_twins_compute_what_the_parallel_kernels_compute():
+    """kernels.SERIAL (used below SERIAL_TOKENS tokens) == the parallel kernels, bit for bit."""
+    x, w, b = randn(13, 40), readonly(randn(52, 40)), readonly(randn(52))
+    outs = [np.empty((13, 52), np.float32) for _ in range(2)]
+    kernels.linear(x, w, b, outs[0])
+    kernels.SERIAL.linear(x, w, b, outs[1])
+    assert np.array_equal(*outs)
+    q, k, v = randn(13, 24), randn(13, 24), randn(13, 24)
+    seq_starts = np.array([0, 5, 13], np.int64)
+    ctx = [np.empty((13, 24), np.float32) for _ in range(2)]
+    kernels.attention(q, k, v, seq_starts, 3, ctx[0])
+    kernels.SERIAL.attention(q, k, v, seq_starts, 3, ctx[1])
+    assert np.array_equal(*ctx)
+    gamma, beta = readonly(randn(24)), readonly(randn(24))
+    ln = [np.empty((13, 24), np.float32) for _ in range(2)]
+    kernels.add_layer_norm(q, k, gamma, beta, 1e-12, ln[0])
+    kernels.SERIAL.add_layer_norm(q, k, gamma, beta, 1e-12, ln[1])
+    assert np.array_equal(*ln)
+    g = [np.empty((13, 24), np.float32) for _ in range(2)]
+    kernels.gelu(q, g[0])
+    kernels.SERIAL.gelu(q, g[1])
+    assert np.array_equal(*g)
+    for name, pool in kernels.POOLERS.items():
+        pooled = [np.empty((2, 24), np.float32) for _ in range(2)]
+        pool(q, seq_starts, pooled[0])
+        kernels.SERIAL.POOLERS[name](q, seq_starts, pooled[1])
+        assert np.array_equal(*pooled), name
+
+
+@pytest.mark.parametrize("n_tokens", [kernels.SERIAL_TOKENS - 1, kernels.SERIAL_TOKENS])
+def test_fast_forward_on_either_side_of_the_serial_threshold(n_tokens):
+    """A batch just below (serial twins) and at (parallel kernels) SERIAL_TOKENS == the reference."""
+    config = tiny_config(hidden=24, heads=3, layers=2, ffn=40)
+    w = random_weights(config)
+    lengths = [n_tokens - 3 * (n_tokens // 4), n_tokens // 4, n_tokens // 4, n_tokens // 4]
+    assert sum(lengths) == n_tokens and max(lengths) <= 32
+    T = max(lengths)
+    input_ids = rng.integers(0, config.vocab_size, (len(lengths), T))
+    mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
+    expected = reference.forward(config, w, input_ids, mask)
+    got = FastEncoder(config, w).forward(input_ids, mask)
+    assert np.abs(got - expected)[mask.astype(bool)].max() <= 1e-4
