@@ -66,20 +66,26 @@ def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
             within_layer = name.split(".", 3)[3]  # "encoder.layer.0.attention.self.query.weight" -> "attention..."
             if within_layer in LINEAR_BLOCKS:
                 block_of_weight[id(array)] = LINEAR_BLOCKS[within_layer]
-    linear = fast.linear
+    def timed_linear(linear):
+        def run(x, weight, bias, out):
+            start = time.perf_counter()
+            linear(x, weight, bias, out)
+            totals[block_of_weight[id(weight)]] += time.perf_counter() - start
+        return run
 
-    def timed_linear(x, weight, bias, out):
-        start = time.perf_counter()
-        linear(x, weight, bias, out)
-        totals[block_of_weight[id(weight)]] += time.perf_counter() - start
+    def timed_kernel_set(kernel_set):  # every kernel of the set, then timers on these:
+        timed_set = types.SimpleNamespace(**vars(kernel_set))
+        timed_set.embed = timed("embeddings (lookup + LayerNorm)", kernel_set.embed)
+        timed_set.attention = timed("attention (scores, softmax, mix)", kernel_set.attention)
+        timed_set.add_layer_norm = timed("residual add + LayerNorm", kernel_set.add_layer_norm)
+        timed_set.gelu = timed("GELU", kernel_set.gelu)
+        timed_set.POOLERS = {k: timed("pooling", f) for k, f in kernel_set.POOLERS.items()}
+        return timed_set
 
-    fast.linear = timed_linear
-    timed_kernels = types.SimpleNamespace(**vars(kernels))  # every kernel, then timers on these:
-    timed_kernels.embed = timed("embeddings (lookup + LayerNorm)", kernels.embed)
-    timed_kernels.attention = timed("attention (scores, softmax, mix)", kernels.attention)
-    timed_kernels.add_layer_norm = timed("residual add + LayerNorm", kernels.add_layer_norm)
-    timed_kernels.gelu = timed("GELU", kernels.gelu)
-    timed_kernels.POOLERS = {k: timed("pooling", f) for k, f in kernels.POOLERS.items()}
+    fast.linear = timed_linear(fast.linear)
+    timed_kernels = timed_kernel_set(kernels)  # the parallel kernels (64 tokens or more)...
+    timed_kernels.SERIAL = timed_kernel_set(kernels.SERIAL)  # ...and their serial twins (fewer)
+    timed_kernels.SERIAL.linear = timed_linear(kernels.SERIAL.linear)
     encoder.kernels = timed_kernels
 
 
