@@ -329,6 +329,26 @@ def softmax_rows(scores, exp_bits):
             row[j] *= inv_total
 
 
+@njit(cache=True, inline="always")
+def _head_probs(q, k, s, L, c0, D):
+    """softmax(q_a k_a^T / sqrt(D)) for one text (rows s .. s+L) and one head (columns c0 .. c0+D): [L, L].
+
+    Shared by `attention` and `attention_probs`, so the probabilities a caller
+    inspects are the very ones the values are mixed with.
+    """
+    scale = np.float32(1.0 / math.sqrt(D))
+    q_a = np.empty((L, D), np.float32)  # this head's queries, pre-scaled by 1/sqrt(D)
+    k_a = np.empty((L, D), np.float32)
+    for j in range(L):
+        for d in range(D):
+            q_a[j, d] = q[s + j, c0 + d] * scale
+            k_a[j, d] = k[s + j, c0 + d]
+    probs = np.empty((L, L), np.float32)
+    matmul_nt_tile(q_a, k_a, probs, 0, L, 0, L)  # scores [L, L]
+    softmax_rows(probs, np.empty(L, np.int32))  # probs [L, L]
+    return probs
+
+
 @njit(cache=True, parallel=True)
 def attention(q, k, v, seq_starts, num_heads, out):
     """Multi-head self-attention within each packed text.  Twin: the core of reference.attention.
@@ -347,7 +367,6 @@ def attention(q, k, v, seq_starts, num_heads, out):
     """
     H = q.shape[1]
     D = H // num_heads
-    scale = np.float32(1.0 / math.sqrt(D))
     B = seq_starts.shape[0] - 1
     for task in prange(B * num_heads):
         b = task // num_heads
@@ -356,17 +375,11 @@ def attention(q, k, v, seq_starts, num_heads, out):
         L = seq_starts[b + 1] - s
         if L == 0:
             continue
-        q_a = np.empty((L, D), np.float32)  # this head's queries, pre-scaled by 1/sqrt(D)
-        k_a = np.empty((L, D), np.float32)
+        probs = _head_probs(q, k, s, L, c0, D)  # [L, L]
         v_t = np.empty((D, L), np.float32)  # this head's values, transposed
         for j in range(L):
             for d in range(D):
-                q_a[j, d] = q[s + j, c0 + d] * scale
-                k_a[j, d] = k[s + j, c0 + d]
                 v_t[d, j] = v[s + j, c0 + d]
-        probs = np.empty((L, L), np.float32)
-        matmul_nt_tile(q_a, k_a, probs, 0, L, 0, L)  # scores [L, L]
-        softmax_rows(probs, np.empty(L, np.int32))  # probs [L, L]
         context = np.empty((L, D), np.float32)
         matmul_nt_tile(probs, v_t, context, 0, L, 0, D)  # [L, D]
         for j in range(L):
@@ -388,25 +401,15 @@ def attention_probs(q, k, seq_starts, num_heads, cols, out):
     """
     H = q.shape[1]
     D = H // num_heads
-    scale = np.float32(1.0 / math.sqrt(D))
     B = seq_starts.shape[0] - 1
     for task in prange(B * num_heads):
         b = task // num_heads
         a = task % num_heads
-        c0 = a * D
         s = seq_starts[b]
         L = seq_starts[b + 1] - s
         if L == 0:
             continue
-        q_a = np.empty((L, D), np.float32)
-        k_a = np.empty((L, D), np.float32)
-        for j in range(L):
-            for d in range(D):
-                q_a[j, d] = q[s + j, c0 + d] * scale
-                k_a[j, d] = k[s + j, c0 + d]
-        probs = np.empty((L, L), np.float32)
-        matmul_nt_tile(q_a, k_a, probs, 0, L, 0, L)  # scores [L, L]
-        softmax_rows(probs, np.empty(L, np.int32))  # probs [L, L]
+        probs = _head_probs(q, k, s, L, a * D, D)  # [L, L], exactly what `attention` computes
         for i in range(L):
             for j in range(L):
                 out[b, a, cols[s + i], cols[s + j]] = probs[i, j]
