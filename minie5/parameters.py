@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelFileError
-from .weights import PREFIXES
+from .weights import canonical_name
 
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
                "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
@@ -90,14 +90,6 @@ def read_header(path: str | Path) -> SafetensorsHeader:
 
 
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.*)$")
-
-
-def canonical_name(name: str) -> str:
-    """A checkpoint key without its "bert." / "roberta." / "model." prefix (as weights.py strips it)."""
-    for prefix in PREFIXES:
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
 
 
 def block_of(name: str) -> tuple[str, str]:

@@ -61,7 +61,8 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _canonical(key: str) -> str:
+def canonical_name(key: str) -> str:
+    """A checkpoint key without its "bert." / "roberta." / "model." prefix."""
     for prefix in PREFIXES:
         if key.startswith(prefix):
             return key[len(prefix):]
@@ -116,7 +117,7 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
     expected = expected_shapes(config)
     by_name: dict[str, str] = {}
     for key in keys:
-        name = _canonical(key)
+        name = canonical_name(key)
         if name not in expected:
             continue  # pooler, MLM head, position_ids buffers...: not used by the encoder
         if name in by_name:
