@@ -134,10 +134,3 @@ class BlasLinear:
         finally:
             for future in futures:
                 future.result()
-
-
-def blas_threading() -> str:
-    """How BlasLinear runs on this numpy: for the bench and messages."""
-    if _set_blas_threads is None:
-        return "numpy's BLAS with its own threading (not OpenBLAS)"
-    return f"one OpenBLAS sgemm thread on each of {numba.get_num_threads()} threads"
