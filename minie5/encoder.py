@@ -32,10 +32,11 @@ from __future__ import annotations
 import os
 import threading
 
+import numba
 import numpy as np
 
 from . import kernels, reference
-from .blas import SMALL_M, BlasLinear, one_blas_thread
+from .blas import SMALL_M, BlasAttention, BlasLinear, WorkerPool, one_blas_thread
 from .config import ModelConfig
 
 _NUMBA_LOCK = threading.Lock()
@@ -106,8 +107,48 @@ class WordRows:
         return table, ids.astype(np.int64, copy=False)
 
 
+class SplitLinear:
+    """out = x @ weight.T + bias for a few rows: kernels.linear_columns on Python threads.  Twin: reference.linear.
+
+    One short query (a dozen tokens) costs about 0.3 ms per linear layer. The
+    parallel kernels.linear wakes Numba's sleeping workers for each call, which
+    on the default ('workqueue') threading layer costs about as much as the
+    work; the serial twin avoids that but uses one core. Here the output
+    columns are cut into numba.get_num_threads() ranges (multiples of 4, the
+    micro-kernel's width): the calling thread computes one, a pool of worker
+    threads the others, each streaming only its slice of the weight, and the
+    kernel releases the GIL. Measured on one 12-token query: 23 ms serial,
+    14 ms split over 2 threads.
+    """
+
+    def __init__(self):
+        self._workers = WorkerPool()
+        self._ranges = {}  # (N, threads) -> the column ranges, one per thread (this runs ~70 times per query)
+
+    def _cut(self, N: int, threads: int) -> list:
+        cuts = [min(N, (N * t // threads + 3) // 4 * 4) for t in range(threads)] + [N]  # [threads + 1]
+        ranges = [(cuts[t], cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]]
+        self._ranges[N, threads] = ranges
+        return ranges
+
+    def __call__(self, x, weight, bias, out) -> None:
+        N = weight.shape[0]
+        threads = numba.get_num_threads()
+        ranges = self._ranges.get((N, threads)) or self._cut(N, threads)
+        if len(ranges) == 1:
+            kernels.linear_columns(x, weight, bias, out, 0, N)
+            return
+        pool = self._workers(len(ranges) - 1)
+        futures = [pool.submit(kernels.linear_columns, x, weight, bias, out, j0, j1) for j0, j1 in ranges[1:]]
+        try:
+            kernels.linear_columns(x, weight, bias, out, *ranges[0])
+        finally:
+            for future in futures:
+                future.result()
+
+
 class AutoLinear:
-    """The default matmul: kernels.linear below blas.SMALL_M rows, blas.BlasLinear from there.  Twin: reference.linear.
+    """The default matmul: SplitLinear below blas.SMALL_M rows, blas.BlasLinear from there.  Twin: reference.linear.
 
     A few tokens (one short query) are memory-bound: what counts is streaming
     each weight once, which minie5's Numba kernel does with no start-up cost.
@@ -117,15 +158,32 @@ class AutoLinear:
 
     def __init__(self):
         self.blas = BlasLinear()
+        self.split = SplitLinear()
 
     def __call__(self, x, weight, bias, out) -> None:
         if x.shape[0] < SMALL_M:
-            kernels.linear(x, weight, bias, out)
+            self.split(x, weight, bias, out)
         else:
             self.blas(x, weight, bias, out)
 
 
 MATMULS = {"auto": AutoLinear, "numba": lambda: kernels.linear, "blas": BlasLinear}
+
+
+class NumbaAttention:
+    """kernels.attention (or its serial twin) behind the attention calls' signature (see blas.BlasAttention).
+
+    With probs and cols it also writes the probabilities out, through
+    kernels.attention_probs, which runs the same per-head code (_head_probs).
+    """
+
+    def __init__(self, kernel_set):
+        self.kernel_set = kernel_set
+
+    def __call__(self, q, k, v, seq_starts, num_heads: int, out, probs=None, cols=None) -> None:
+        self.kernel_set.attention(q, k, v, seq_starts, num_heads, out)
+        if probs is not None:
+            kernels.attention_probs(q, k, seq_starts, num_heads, cols, probs)
 
 
 class FastEncoder:
@@ -140,6 +198,10 @@ class FastEncoder:
             raise ValueError(f"matmul must be one of {tuple(MATMULS)}, got {matmul!r}")
         self.matmul = matmul
         self.linear = MATMULS[matmul]()
+        # attention's two products: Numba's micro-kernel for "numba" and for a few tokens, sgemm otherwise
+        self.attention = NumbaAttention(kernels) if matmul == "numba" else BlasAttention()
+        self.serial_attention = NumbaAttention(kernels.SERIAL)
+        self.split_linear = self.linear.split if matmul == "auto" else SplitLinear()  # a few tokens
         self.config = config
         self.w = weights
         self.work = _Workspace(config)
@@ -170,7 +232,7 @@ class FastEncoder:
         x, q, k, v = ws.x[:N], ws.q[:N], ws.k[:N], ws.v[:N]
         context, proj, ffn = ws.context[:N], ws.proj[:N], ws.ffn[:N]
         eps = float(c.layer_norm_eps)
-        kernel_set, linear = self._plan(N)  # the parallel kernels, or their serial twins for a few tokens
+        kernel_set, linear, attention = self._plan(N)  # parallel kernels, or serial twins for a few tokens
         word_table, word_ids = self.word_rows(token_ids)  # the word-embedding rows this batch reads
         kernel_set.embed(word_ids, pos_rows, word_table,
                          w["embeddings.position_embeddings.weight"], self.token_type_row,
@@ -182,9 +244,9 @@ class FastEncoder:
             linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"], q)
             linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"], k)
             linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"], v)
-            kernel_set.attention(q, k, v, seq_starts, c.num_attention_heads, context)
-            if record is not None:
-                record.attention(q, k, seq_starts, c.num_attention_heads)
+            probs = record.new_attention(c.num_attention_heads) if record is not None else None
+            attention(q, k, v, seq_starts, c.num_attention_heads, context, probs,
+                      record.cols if probs is not None else None)
             linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
                            proj)
             kernel_set.add_layer_norm(x, proj, w[p + "attention.output.LayerNorm.weight"],
@@ -199,15 +261,18 @@ class FastEncoder:
         return x
 
     def _plan(self, n_tokens: int):
-        """(kernels, linear) for a batch of n_tokens: see 'serial twins' in kernels.py.
+        """(kernels, linear, attention) for a batch of n_tokens: see 'serial twins' in kernels.py.
 
-        Below kernels.SERIAL_TOKENS everything runs on the calling thread (the
-        linear layers too, unless matmul="blas" was asked for); from there the
-        parallel kernels and self.linear.
+        Below kernels.SERIAL_TOKENS everything but the linear layers runs on the
+        calling thread (attention too, unless matmul="blas" was asked for), and
+        the linear layers on SplitLinear (Python threads, no Numba pool to wake);
+        from there the parallel kernels, self.linear and self.attention.
         """
         if n_tokens >= kernels.SERIAL_TOKENS:
-            return kernels, self.linear
-        return kernels.SERIAL, (self.linear if self.matmul == "blas" else kernels.SERIAL.linear)
+            return kernels, self.linear, self.attention
+        if self.matmul == "blas":
+            return kernels.SERIAL, self.linear, self.attention
+        return kernels.SERIAL, self.split_linear, self.serial_attention
 
     def embed_packed(self, token_ids, positions, seq_starts, pooling: str) -> np.ndarray:
         """Encode and pool: -> [B, H] float32 (not normalised). Arguments as forward_packed."""
@@ -276,12 +341,16 @@ class Recorder:
             padded[self.rows, self.cols] = x
             self.hidden_states.append(padded)
 
-    def attention(self, q, k, seq_starts, num_heads: int) -> None:
-        # q, k: [N, H] packed -> probabilities [B, A, T, T], 0 where the query or the key is padding
-        if self.attentions is not None:
-            probs = np.zeros((self.B, num_heads, self.T, self.T), np.float32)
-            kernels.attention_probs(q, k, seq_starts, num_heads, self.cols, probs)
-            self.attentions.append(probs)
+    def new_attention(self, num_heads: int):
+        """A zeroed [B, A, T, T] array for this layer's attention probabilities (kept), or None if not kept.
+
+        The attention call fills it: 0 stays where the query or the key is padding.
+        """
+        if self.attentions is None:
+            return None
+        probs = np.zeros((self.B, num_heads, self.T, self.T), np.float32)
+        self.attentions.append(probs)
+        return probs
 
 
 def pack(ids: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

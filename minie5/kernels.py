@@ -157,6 +157,16 @@ def _dot(a, b, n):
     return s
 
 
+@njit(cache=True, fastmath=_GEMM_FASTMATH, inline="always")
+def _linear_tile(x, weight, bias, out, i0, i1, j0, j1):
+    """out[i0:i1, j0:j1] = x[i0:i1] @ weight[j0:j1].T + bias[j0:j1]: one micro-kernel call, then the bias
+    is added while the tile is still in L1 cache."""
+    matmul_nt_tile(x, weight, out, i0, i1, j0, j1)
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            out[i, j] += bias[j]
+
+
 @njit(cache=True, parallel=True)
 def linear(x, weight, bias, out):
     """out = x @ weight.T + bias.  Twin: reference.linear.
@@ -178,12 +188,22 @@ def linear(x, weight, bias, out):
     for tile in prange(row_tiles * col_tiles):
         i0 = (tile // col_tiles) * ROW_BLOCK
         j0 = (tile % col_tiles) * COL_BLOCK
-        i1 = min(i0 + ROW_BLOCK, M)
-        j1 = min(j0 + COL_BLOCK, N)
-        matmul_nt_tile(x, weight, out, i0, i1, j0, j1)
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                out[i, j] += bias[j]
+        _linear_tile(x, weight, bias, out, i0, min(i0 + ROW_BLOCK, M), j0, min(j0 + COL_BLOCK, N))
+
+
+@njit(cache=True, nogil=True, fastmath=_GEMM_FASTMATH)
+def linear_columns(x, weight, bias, out, j0, j1):
+    """out[:, j0:j1] = x @ weight[j0:j1].T + bias[j0:j1], on the calling thread.  Twin: reference.linear.
+
+    The serial piece of encoder.SplitLinear, which gives each of its threads
+    one range of output columns (one slice of the weight to stream). nogil:
+    the Python threads that call it run at the same time, with no Numba
+    thread pool to wake (see 'serial twins' below).
+    """
+    M = x.shape[0]
+    for t0 in range(j0, j1, COL_BLOCK):
+        for i0 in range(0, M, ROW_BLOCK):
+            _linear_tile(x, weight, bias, out, i0, min(i0 + ROW_BLOCK, M), t0, min(t0 + COL_BLOCK, j1))
 
 
 # erf(x) for float32 as a rational function (the approximation Eigen and XLA use
@@ -281,11 +301,14 @@ def embed(token_ids, positions, word_embeddings, position_embeddings, token_type
 _LOG2E = np.float32(1.4426950408889634)
 
 
-@njit(cache=True, fastmath=_GEMM_FASTMATH)
-def softmax_rows(scores, exp_bits):
-    """scores[i] = softmax(scores[i]) for each row, in place.  Twin: the softmax in reference.attention.
+@njit(cache=True, fastmath=_GEMM_FASTMATH, nogil=True)
+def softmax_rows(scores, scale, exp_bits):
+    """scores[i] = softmax(scale * scores[i]) for each row, in place.  Twin: the softmax in reference.attention.
 
-    scores: [L, L] float32; exp_bits: int32 scratch of length L. exp(x) is
+    scores: [R, L] float32; scale: a float32 > 0 (1/sqrt(D) when the scores
+    are raw q . k products, 1 when q was scaled first); exp_bits: int32
+    scratch of length L. Since scale > 0, the maximum of scale * row is scale
+    times the row's maximum, so scaling costs no extra pass. exp(x) is
     computed as 2^n * 2^f (n = round(x log2 e), |f| <= 1/2, 2^f by a degree-6
     polynomial, 2^n by writing n into a float's exponent bits): relative error
     about 2e-7, and unlike libm's expf every loop here vectorises. Inputs are
@@ -299,7 +322,8 @@ def softmax_rows(scores, exp_bits):
     'reassoc' flag allows (it may add in any order).
     """
     L = scores.shape[1]
-    scale = exp_bits.view(np.float32)  # the same memory, read as floats 2^n
+    to_log2 = np.float32(scale) * _LOG2E  # exp(scale * (x - max)) = 2^((x - max) * to_log2)
+    powers = exp_bits.view(np.float32)  # the same memory, read as floats 2^n
     for i in range(scores.shape[0]):
         row = scores[i]
         b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = row[0]  # 8 running maxima
@@ -312,7 +336,7 @@ def softmax_rows(scores, exp_bits):
             b0 = max(b0, row[jj])
         best = max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
         for j in range(L):
-            t = max((row[j] - best) * _LOG2E, np.float32(-126.0))
+            t = max((row[j] - best) * to_log2, np.float32(-126.0))
             n = np.floor(t + np.float32(0.5))
             f = t - n
             row[j] = ((((((np.float32(1.5353362e-4) * f + np.float32(1.3398874e-3)) * f
@@ -320,7 +344,7 @@ def softmax_rows(scores, exp_bits):
                         + np.float32(2.4022651e-1)) * f + np.float32(6.9314718e-1)) * f + np.float32(1.0))
             exp_bits[j] = (np.int32(n) + np.int32(127)) << 23
         for j in range(L):
-            row[j] *= scale[j]
+            row[j] *= powers[j]
         total = 0.0  # float64 denominator
         for j in range(L):
             total += row[j]
@@ -345,7 +369,7 @@ def _head_probs(q, k, s, L, c0, D):
             k_a[j, d] = k[s + j, c0 + d]
     probs = np.empty((L, L), np.float32)
     matmul_nt_tile(q_a, k_a, probs, 0, L, 0, L)  # scores [L, L]
-    softmax_rows(probs, np.empty(L, np.int32))  # probs [L, L]
+    softmax_rows(probs, np.float32(1.0), np.empty(L, np.int32))  # probs [L, L] (q_a is already scaled)
     return probs
 
 

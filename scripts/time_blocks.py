@@ -76,16 +76,17 @@ def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
     def timed_kernel_set(kernel_set):  # every kernel of the set, then timers on these:
         timed_set = types.SimpleNamespace(**vars(kernel_set))
         timed_set.embed = timed("embeddings (lookup + LayerNorm)", kernel_set.embed)
-        timed_set.attention = timed("attention (scores, softmax, mix)", kernel_set.attention)
         timed_set.add_layer_norm = timed("residual add + LayerNorm", kernel_set.add_layer_norm)
         timed_set.gelu = timed("GELU", kernel_set.gelu)
         timed_set.POOLERS = {k: timed("pooling", f) for k, f in kernel_set.POOLERS.items()}
         return timed_set
 
     fast.linear = timed_linear(fast.linear)
+    fast.split_linear = timed_linear(fast.split_linear)  # a few tokens
+    fast.attention = timed("attention (scores, softmax, mix)", fast.attention)  # sgemm (or Numba) attention
+    fast.serial_attention = timed("attention (scores, softmax, mix)", fast.serial_attention)  # a few tokens
     timed_kernels = timed_kernel_set(kernels)  # the parallel kernels (64 tokens or more)...
     timed_kernels.SERIAL = timed_kernel_set(kernels.SERIAL)  # ...and their serial twins (fewer)
-    timed_kernels.SERIAL.linear = timed_linear(kernels.SERIAL.linear)
     encoder.kernels = timed_kernels
 
 
@@ -113,7 +114,7 @@ def main(argv=None) -> dict:
 
     runs = []
     saved = encoder.kernels
-    untimed_linear = fast.linear  # the matmul object of this encoder (AutoLinear by default)
+    untimed = fast.linear, fast.split_linear, fast.attention, fast.serial_attention  # this encoder's matmuls, attentions
     try:
         for _ in range(args.repeats + 1):
             totals = defaultdict(float)
@@ -122,7 +123,7 @@ def main(argv=None) -> dict:
             fast.embed_packed(*packed, c.pooling)
             totals["total (wall)"] = time.perf_counter() - start
             runs.append(dict(totals))
-            fast.linear = untimed_linear
+            fast.linear, fast.split_linear, fast.attention, fast.serial_attention = untimed
             encoder.kernels = saved
     finally:
         encoder.kernels = saved

@@ -56,9 +56,21 @@ def test_softmax_rows_matches_exact_softmax():
     expected = np.exp(scores.astype(np.float64) - scores.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     got = scores.copy()
-    kernels.softmax_rows(got, np.empty(50, np.int32))
+    kernels.softmax_rows(got, np.float32(1.0), np.empty(50, np.int32))
     np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-12)  # ~1 ulp on weights that matter
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_softmax_rows_applies_the_scale():
+    """softmax(scale * x): the scale the BLAS attention leaves to the softmax (raw q . k scores)."""
+    scale = np.float32(1.0 / np.sqrt(32.0))
+    scores = randn(7, 40, scale=30)
+    expected = scores.astype(np.float64) * float(scale)
+    expected = np.exp(expected - expected.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    got = scores.copy()
+    kernels.softmax_rows(got, scale, np.empty(40, np.int32))
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-12)
 
 
 def test_gelu_matches_exact_erf():
@@ -120,11 +132,39 @@ def test_embed_matches_reference():
         np.testing.assert_allclose(out[seq_starts[b]:seq_starts[b + 1]], expected, atol=1e-5)
 
 
+def with_numba_threads(threads, function, *args):
+    import numba
+    saved = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        return function(*args)
+    finally:
+        numba.set_num_threads(saved)
+
+
+def blas_attention(threads):
+    """blas.BlasAttention run with `threads` Numba threads (its number of tasks in flight)."""
+    from minie5.blas import BlasAttention, one_blas_thread
+    attention = BlasAttention()
+
+    def run(*args):
+        with one_blas_thread():
+            with_numba_threads(threads, attention, *args)
+    return run
+
+
+ATTENTIONS = {"numba": lambda: kernels.attention, "numba-serial": lambda: kernels.SERIAL.attention,
+              "blas-1": lambda: blas_attention(1), "blas-2": lambda: blas_attention(2)}
+
+
+@pytest.mark.parametrize("impl", list(ATTENTIONS))
+@pytest.mark.parametrize("lengths", [[1, 2, 9, 40], [37]])  # one text: BlasAttention splits its heads
 @pytest.mark.parametrize("heads,head_dim", [(1, 8), (3, 12), (12, 32)])
-def test_attention_matches_padded_reference(heads, head_dim):
-    """Packed attention over each text == reference softmax attention with a padding mask."""
+def test_attention_matches_padded_reference(heads, head_dim, lengths, impl):
+    """Packed attention over each text == reference softmax attention with a padding mask.
+
+    For kernels.attention, its serial twin and blas.BlasAttention (at 1 and 2 threads)."""
     hidden = heads * head_dim
-    lengths = [1, 2, 9, 40]
     T = max(lengths)
     q, k, v = randn(len(lengths), T, hidden), randn(len(lengths), T, hidden), randn(len(lengths), T, hidden)
     mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
@@ -138,8 +178,8 @@ def test_attention_matches_padded_reference(heads, head_dim):
     # kernel: packed real tokens only
     rows, cols = np.nonzero(mask)
     seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    out = np.empty((len(rows), hidden), np.float32)
-    kernels.attention(q[rows, cols], k[rows, cols], v[rows, cols], seq_starts, heads, out)
+    out = np.full((len(rows), hidden), np.nan, np.float32)  # every entry must be written
+    ATTENTIONS[impl]()(q[rows, cols], k[rows, cols], v[rows, cols], seq_starts, heads, out)
     np.testing.assert_allclose(out, expected[rows, cols], atol=1e-5, rtol=1e-5)
 
 
@@ -173,6 +213,25 @@ def test_blas_linear_matches_reference_and_numba_linear(m, threads):
         numba.set_num_threads(saved)
     np.testing.assert_allclose(out_blas, reference.linear(x.astype(np.float64), w, b), atol=2e-5)
     np.testing.assert_allclose(out_numba, out_blas, atol=2e-5)
+
+
+@pytest.mark.parametrize("m,n", [(1, 1), (12, 131), (5, 6), (63, 384)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_split_linear_matches_reference(m, n, threads):
+    """encoder.SplitLinear (column ranges of kernels.linear_columns on Python threads) == reference.linear."""
+    from minie5.encoder import SplitLinear
+    x, w, b = randn(m, 70), readonly(randn(n, 70, scale=0.1)), readonly(randn(n))
+    out = np.full((m, n), np.nan, np.float32)  # every entry must be written
+    with_numba_threads(threads, SplitLinear(), x, w, b, out)
+    np.testing.assert_allclose(out, reference.linear(x.astype(np.float64), w, b), atol=2e-5)
+
+
+def test_linear_columns_writes_only_its_columns():
+    x, w, b = randn(7, 33), readonly(randn(50, 33)), readonly(randn(50))
+    out = np.full((7, 50), np.nan, np.float32)
+    kernels.linear_columns(x, w, b, out, 8, 29)
+    np.testing.assert_allclose(out[:, 8:29], reference.linear(x.astype(np.float64), w[8:29], b[8:29]), atol=2e-5)
+    assert np.isnan(out[:, :8]).all() and np.isnan(out[:, 29:]).all()
 
 
 def test_one_blas_thread_restores_numpys_setting():
@@ -243,6 +302,35 @@ def test_attention_probs_matches_padded_reference(heads, head_dim):
     assert not probs[~real].any()  # padding queries and keys stay 0
     context = np.empty_like(q)
     kernels.attention(q, k, v, seq_starts, heads, context)
+    for b, (s, e) in enumerate(zip(seq_starts[:-1], seq_starts[1:])):
+        for a in range(heads):
+            c = slice(a * head_dim, (a + 1) * head_dim)
+            mixed = probs[b, a, :e - s, :e - s].astype(np.float64) @ v[s:e, c]
+            np.testing.assert_allclose(context[s:e, c], mixed, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blas_attention_writes_the_probabilities_it_mixes_with(threads):
+    """BlasAttention with probs: the probabilities == reference attn_probs, and context == probs @ v."""
+    heads, head_dim = 3, 12
+    config = tiny_config(hidden=heads * head_dim, heads=heads)
+    w = random_weights(config)
+    lengths = [1, 2, 9, 40]
+    T = max(lengths)
+    x = randn(len(lengths), T, config.hidden_size)
+    mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
+    _, expected = reference.attention(config, w, "encoder.layer.0.", x, mask)  # [B, A, T, T]
+    project = lambda name: reference.linear(  # noqa: E731
+        x, w[f"encoder.layer.0.attention.self.{name}.weight"], w[f"encoder.layer.0.attention.self.{name}.bias"])
+    rows, cols = np.nonzero(mask)
+    q, k, v = (np.ascontiguousarray(project(n)[rows, cols], dtype=np.float32) for n in ("query", "key", "value"))
+    seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    probs = np.zeros((len(lengths), heads, T, T), np.float32)
+    context = np.empty_like(q)
+    blas_attention(threads)(q, k, v, seq_starts, heads, context, probs, cols.astype(np.int64))
+    real = np.broadcast_to((mask[:, None, :, None] & mask[:, None, None, :]).astype(bool), probs.shape)
+    np.testing.assert_allclose(probs[real], expected[real], atol=1e-6)
+    assert not probs[~real].any()
     for b, (s, e) in enumerate(zip(seq_starts[:-1], seq_starts[1:])):
         for a in range(heads):
             c = slice(a * head_dim, (a + 1) * head_dim)
