@@ -1,7 +1,7 @@
 """Each Numba kernel against its NumPy twin in reference.py, on random inputs.
 
 Sizes are chosen to hit the kernels' edge cases: matmul shapes that are not
-multiples of the 3 x 4 micro-kernel or the 64 x 64 tiles, single rows, texts of
+multiples of the 4 x 4 micro-kernel or the 64 x 64 tiles, single rows, texts of
 one token, heads of odd width.
 """
 import math
