@@ -11,7 +11,7 @@ import pytest
 
 from minie5 import kernels, reference
 from minie5.config import ModelConfig
-from minie5.encoder import FastEncoder, pack
+from minie5.encoder import FastEncoder, NumbaAttention, pack
 
 rng = np.random.default_rng(1234)
 
@@ -278,10 +278,18 @@ def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn, matm
     assert np.all(got[~real] == 0)  # padding positions are zero in the fast path
 
 
+ATTENTIONS_WITH_PROBS = {  # the attention calls of encoder.py, which write out probs when given them
+    "numba": lambda: NumbaAttention(kernels),  # kernels.attention, then kernels.attention_probs
+    "blas-1": lambda: blas_attention(1), "blas-2": lambda: blas_attention(2)}
+
+
+@pytest.mark.parametrize("impl", list(ATTENTIONS_WITH_PROBS))
 @pytest.mark.parametrize("heads,head_dim", [(1, 8), (3, 12), (12, 32)])
-def test_attention_probs_matches_padded_reference(heads, head_dim):
-    """The probabilities the kernel writes out == reference.attention's attn_probs, and they are
-    the very weights `attention` mixes the values with (context == probs @ v, per text and head)."""
+def test_attention_probs_matches_padded_reference(heads, head_dim, impl):
+    """The probabilities an attention writes out == reference.attention's attn_probs, and they are
+    the very weights it mixes the values with (context == probs @ v, per text and head).
+
+    "numba" is kernels.attention with kernels.attention_probs, "blas-*" blas.BlasAttention."""
     config = tiny_config(hidden=heads * head_dim, heads=heads)
     w = random_weights(config)
     lengths = [1, 2, 9, 40]
@@ -295,42 +303,12 @@ def test_attention_probs_matches_padded_reference(heads, head_dim):
     q, k, v = (np.ascontiguousarray(project(n)[rows, cols], dtype=np.float32) for n in ("query", "key", "value"))
     seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     probs = np.zeros((len(lengths), heads, T, T), np.float32)
-    kernels.attention_probs(q, k, seq_starts, heads, cols.astype(np.int64), probs)
+    context = np.empty_like(q)
+    ATTENTIONS_WITH_PROBS[impl]()(q, k, v, seq_starts, heads, context, probs, cols.astype(np.int64))
     real = (mask[:, None, :, None] & mask[:, None, None, :]).astype(bool)
     real = np.broadcast_to(real, probs.shape)
     np.testing.assert_allclose(probs[real], expected[real], atol=1e-6)
     assert not probs[~real].any()  # padding queries and keys stay 0
-    context = np.empty_like(q)
-    kernels.attention(q, k, v, seq_starts, heads, context)
-    for b, (s, e) in enumerate(zip(seq_starts[:-1], seq_starts[1:])):
-        for a in range(heads):
-            c = slice(a * head_dim, (a + 1) * head_dim)
-            mixed = probs[b, a, :e - s, :e - s].astype(np.float64) @ v[s:e, c]
-            np.testing.assert_allclose(context[s:e, c], mixed, atol=1e-5)
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_blas_attention_writes_the_probabilities_it_mixes_with(threads):
-    """BlasAttention with probs: the probabilities == reference attn_probs, and context == probs @ v."""
-    heads, head_dim = 3, 12
-    config = tiny_config(hidden=heads * head_dim, heads=heads)
-    w = random_weights(config)
-    lengths = [1, 2, 9, 40]
-    T = max(lengths)
-    x = randn(len(lengths), T, config.hidden_size)
-    mask = np.array([[1] * n + [0] * (T - n) for n in lengths])
-    _, expected = reference.attention(config, w, "encoder.layer.0.", x, mask)  # [B, A, T, T]
-    project = lambda name: reference.linear(  # noqa: E731
-        x, w[f"encoder.layer.0.attention.self.{name}.weight"], w[f"encoder.layer.0.attention.self.{name}.bias"])
-    rows, cols = np.nonzero(mask)
-    q, k, v = (np.ascontiguousarray(project(n)[rows, cols], dtype=np.float32) for n in ("query", "key", "value"))
-    seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    probs = np.zeros((len(lengths), heads, T, T), np.float32)
-    context = np.empty_like(q)
-    blas_attention(threads)(q, k, v, seq_starts, heads, context, probs, cols.astype(np.int64))
-    real = np.broadcast_to((mask[:, None, :, None] & mask[:, None, None, :]).astype(bool), probs.shape)
-    np.testing.assert_allclose(probs[real], expected[real], atol=1e-6)
-    assert not probs[~real].any()
     for b, (s, e) in enumerate(zip(seq_starts[:-1], seq_starts[1:])):
         for a in range(heads):
             c = slice(a * head_dim, (a + 1) * head_dim)
