@@ -194,6 +194,8 @@ class BlasAttention:
     def __call__(self, q, k, v, seq_starts, num_heads: int, out, probs=None, cols=None) -> None:
         N, H = q.shape
         D = H // num_heads
+        if not out.flags.c_contiguous:  # out3 below must be a view of out, not a copy
+            raise ValueError(f"BlasAttention: out must be C-contiguous, got strides {out.strides}")
         q3, k3, v3, out3 = (a.reshape(N, num_heads, D) for a in (q, k, v, out))  # views: [N, A, D]
         scale = np.float32(1.0 / math.sqrt(D))
         B = seq_starts.shape[0] - 1

@@ -278,6 +278,14 @@ def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn, matm
     assert np.all(got[~real] == 0)  # padding positions are zero in the fast path
 
 
+def test_blas_attention_refuses_an_output_it_could_not_write_in_place():
+    from minie5.blas import BlasAttention
+    q = randn(10, 8)
+    out = np.empty((8, 10), np.float32).T  # [10, 8], not C-contiguous: reshaping it would copy
+    with pytest.raises(ValueError, match="C-contiguous"):
+        BlasAttention()(q, q, q, np.array([0, 10]), 2, out)
+
+
 ATTENTIONS_WITH_PROBS = {  # the attention calls of encoder.py, which write out probs when given them
     "numba": lambda: NumbaAttention(kernels),  # kernels.attention, then kernels.attention_probs
     "blas-1": lambda: blas_attention(1), "blas-2": lambda: blas_attention(2)}
