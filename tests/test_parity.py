@@ -391,14 +391,17 @@ def _runs(backend: str):
             ("all, batch 32 sorted", list(range(len(E5_TEXTS))), 32, True)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_e5_last_hidden_state(hf_e5, e5, backend):
-    for label, indices, batch_size, sort in _runs(backend):
+@pytest.mark.parametrize("backend", BACKENDS + ["fast-numba"])
+def test_e5_last_hidden_state(hf_e5, e5, e5_dir, backend):
+    """fast-numba: the fast path with matmul="numba" (minie5's Numba matmul and attention everywhere)."""
+    model = minie5.load(e5_dir, matmul="numba") if backend == "fast-numba" else e5
+    path = "fast" if backend == "fast-numba" else backend
+    for label, indices, batch_size, sort in _runs(path):
         batches = _hf_batches(hf_e5, indices, batch_size, sort)
         worst, worst_text, elapsed, tokens, padded = 0.0, None, 0.0, 0, 0
         for rows, ids, mask, expected, _ in batches:
             start = time.perf_counter()
-            out = e5.forward(ids, mask, backend=backend)
+            out = model.forward(ids, mask, backend=path)
             elapsed += time.perf_counter() - start
             tokens += int(mask.sum())
             padded += mask.size
