@@ -401,11 +401,11 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None =
     """Load a model from a local directory or a Hugging Face repo id.
 
     backend: "fast" (Numba kernels, the default) or "reference" (plain NumPy).
-    matmul: the fast path's matrix multiply for the linear layers: "auto" (the
-    default: minie5's Numba kernel below 64 tokens per batch, numpy's sgemm on
-    one BLAS thread per Numba thread from there, see minie5/blas.py), "numba"
-    (the Numba kernel always) or "blas" (the sgemm always). All three give the
-    same results to float32 rounding.
+    matmul: the fast path's matrix products (linear layers and attention's per-head
+    products): "auto" (the default: minie5's Numba kernels below 64 tokens per
+    batch, numpy's sgemm on one BLAS thread per Numba thread from there, see
+    minie5/blas.py), "numba" (the Numba kernels always) or "blas" (the sgemm
+    always). All three give the same results to float32 rounding.
     """
     if matmul not in MATMULS:
         raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
