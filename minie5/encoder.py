@@ -189,8 +189,11 @@ class NumbaAttention:
 class FastEncoder:
     """The default forward pass. Same contract as reference.forward, different layout.
 
-    matmul: "auto" (the default: AutoLinear), "numba" (kernels.linear always)
-    or "blas" (blas.BlasLinear always).
+    matmul: "auto" (the default: AutoLinear and blas.BlasAttention from 64
+    tokens per batch, SplitLinear and the Numba attention below), "numba"
+    (minie5's Numba matmul and attention at every size: kernels.linear,
+    SplitLinear below 64 tokens) or "blas" (blas.BlasLinear and
+    blas.BlasAttention at every size).
     """
 
     def __init__(self, config: ModelConfig, weights: dict, matmul: str = "auto"):
