@@ -40,7 +40,7 @@ import numpy as np
 
 from . import kernels
 
-SMALL_M = 64  # below this many rows (tokens), "auto" uses kernels.linear: see the module notes
+SMALL_M = 64  # below this many rows (tokens), "auto" uses encoder.SplitLinear (Numba): see the module notes
 SCORES_BYTES = 4 << 20  # BlasAttention's scratch per thread: [G, L, L] float32 scores for G heads of one text
 
 
@@ -94,35 +94,54 @@ def _linear_block(x, weight, bias, out, r0, r1, c0, c1):
 
 
 class WorkerPool:
-    """A small pool of worker threads, made on first use and again after a fork (the parent's do not exist there)."""
+    """Runs a few calls at once: the first on the calling thread, the others on worker threads.
+
+    The workers (one fewer than the calls) are made on first use, and again
+    after a fork (the parent's threads do not exist in the child). The callers
+    here (BlasLinear, BlasAttention, encoder.SplitLinear) run under encoder.py's
+    process-wide lock and never nest, so they share one pool, POOL.
+    """
 
     def __init__(self):
         self._pool = None
         self._pool_size = 0
         self._pid = os.getpid()
 
-    def __call__(self, n: int) -> ThreadPoolExecutor:
+    def _workers(self, n: int) -> ThreadPoolExecutor:
         if self._pid != os.getpid():
             self._pool, self._pool_size, self._pid = None, 0, os.getpid()
         if self._pool is None or self._pool_size != n:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
-            self._pool = ThreadPoolExecutor(n, thread_name_prefix="minie5-blas")
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="minie5-worker")
             self._pool_size = n
         return self._pool
+
+    def run(self, function, calls: list) -> None:
+        """function(*args) for each args in calls, at once; returns when all are done (raises the first error)."""
+        if len(calls) == 1:
+            function(*calls[0])
+            return
+        pool = self._workers(len(calls) - 1)
+        futures = [pool.submit(function, *args) for args in calls[1:]]
+        try:
+            function(*calls[0])
+        finally:
+            for future in futures:
+                future.result()
+
+
+POOL = WorkerPool()
 
 
 class BlasLinear:
     """out = x @ weight.T + bias, x: [M, K], weight: [N, K], bias: [N] -> out: [M, N].  Twin: reference.linear.
 
     The output is cut along its longer side into numba.get_num_threads() blocks
-    (the caller computes one, a pool of workers the others), each one sgemm; meant to run inside
+    (the caller computes one, POOL's workers the others), each one sgemm; meant to run inside
     one_blas_thread() (see the module notes). Not re-entrant: encoder.py calls
     it under its process-wide lock.
     """
-
-    def __init__(self):
-        self._workers = WorkerPool()
 
     def __call__(self, x, weight, bias, out) -> None:
         M, N = out.shape
@@ -139,13 +158,7 @@ class BlasLinear:
         else:
             cuts = [N * t // threads for t in range(threads + 1)]  # column boundaries
             blocks = [(0, M, cuts[t], cuts[t + 1]) for t in range(threads)]
-        pool = self._workers(threads - 1)
-        futures = [pool.submit(_linear_block, x, weight, bias, out, *block) for block in blocks[1:]]
-        try:
-            _linear_block(x, weight, bias, out, *blocks[0])
-        finally:
-            for future in futures:
-                future.result()
+        POOL.run(_linear_block, [(x, weight, bias, out, *block) for block in blocks])
 
 
 class BlasAttention:
@@ -181,7 +194,6 @@ class BlasAttention:
     """
 
     def __init__(self):
-        self._workers = WorkerPool()
         self._scratch = threading.local()
 
     def _scores_buffer(self, size: int) -> np.ndarray:
@@ -228,12 +240,4 @@ class BlasAttention:
                     c = cols[s:e]
                     probs[b, h0:h1][:, c[:, None], c[None, :]] = scores
 
-        if threads == 1 or len(tasks) < 2:
-            work()
-            return
-        futures = [self._workers(threads - 1).submit(work) for _ in range(threads - 1)]
-        try:
-            work()
-        finally:
-            for future in futures:
-                future.result()
+        POOL.run(work, [()] * max(1, min(threads, len(tasks))))  # each thread takes tasks until none are left

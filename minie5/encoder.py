@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from . import kernels, reference
-from .blas import SMALL_M, BlasAttention, BlasLinear, WorkerPool, one_blas_thread
+from .blas import POOL, SMALL_M, BlasAttention, BlasLinear, one_blas_thread
 from .config import ModelConfig
 
 _NUMBA_LOCK = threading.Lock()
@@ -115,36 +115,18 @@ class SplitLinear:
     on the default ('workqueue') threading layer costs about as much as the
     work; the serial twin avoids that but uses one core. Here the output
     columns are cut into numba.get_num_threads() ranges (multiples of 4, the
-    micro-kernel's width): the calling thread computes one, a pool of worker
+    micro-kernel's width): the calling thread computes one, blas.POOL's worker
     threads the others, each streaming only its slice of the weight, and the
     kernel releases the GIL. Measured on one 12-token query: 23 ms serial,
     14 ms split over 2 threads.
     """
 
-    def __init__(self):
-        self._workers = WorkerPool()
-        self._ranges = {}  # (N, threads) -> the column ranges, one per thread (this runs ~70 times per query)
-
-    def _cut(self, N: int, threads: int) -> list:
-        cuts = [min(N, (N * t // threads + 3) // 4 * 4) for t in range(threads)] + [N]  # [threads + 1]
-        ranges = [(cuts[t], cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]]
-        self._ranges[N, threads] = ranges
-        return ranges
-
     def __call__(self, x, weight, bias, out) -> None:
         N = weight.shape[0]
         threads = numba.get_num_threads()
-        ranges = self._ranges.get((N, threads)) or self._cut(N, threads)
-        if len(ranges) == 1:
-            kernels.linear_columns(x, weight, bias, out, 0, N)
-            return
-        pool = self._workers(len(ranges) - 1)
-        futures = [pool.submit(kernels.linear_columns, x, weight, bias, out, j0, j1) for j0, j1 in ranges[1:]]
-        try:
-            kernels.linear_columns(x, weight, bias, out, *ranges[0])
-        finally:
-            for future in futures:
-                future.result()
+        cuts = [min(N, (N * t // threads + 3) // 4 * 4) for t in range(threads)] + [N]  # [threads + 1]
+        POOL.run(kernels.linear_columns,
+                 [(x, weight, bias, out, cuts[t], cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]])
 
 
 class AutoLinear:
@@ -204,7 +186,7 @@ class FastEncoder:
         # attention's two products: Numba's micro-kernel for "numba" and for a few tokens, sgemm otherwise
         self.attention = NumbaAttention(kernels) if matmul == "numba" else BlasAttention()
         self.serial_attention = NumbaAttention(kernels.SERIAL)
-        self.split_linear = self.linear.split if matmul == "auto" else SplitLinear()  # a few tokens
+        self.split_linear = SplitLinear()  # the linear layers of a batch of a few tokens
         self.config = config
         self.w = weights
         self.work = _Workspace(config)

@@ -545,7 +545,7 @@ def _serial_twin(kernel):
 
 
 SERIAL = types.SimpleNamespace(
-    linear=_serial_twin(linear), embed=_serial_twin(embed), attention=_serial_twin(attention),
+    embed=_serial_twin(embed), attention=_serial_twin(attention),  # no linear: see encoder.SplitLinear
     add_layer_norm=_serial_twin(add_layer_norm), gelu=_serial_twin(gelu),
     POOLERS={name: _serial_twin(pool) for name, pool in POOLERS.items()},
 )

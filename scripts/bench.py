@@ -10,10 +10,11 @@ Install: pip install torch==2.13.0 (CPU wheel) first, then pip install -e '.[ben
 
 Engines (skipped with a note when their packages are missing):
     minie5-fast  minie5's default fast path on packed tokens (Model._embed_ids(ids, "fast")):
-                 Numba kernels, and for the linear layers of batches of 64 tokens or more
-                 numpy's sgemm, one OpenBLAS thread per Numba thread (matmul="auto")
-    minie5-numba the same with minie5's own Numba matmul for every linear layer (matmul="numba")
-    minie5-blas  the same with numpy's sgemm for every linear layer (matmul="blas")
+                 Numba kernels, and for the linear layers and attention's products of
+                 batches of 64 tokens or more numpy's sgemm, one OpenBLAS thread per Numba
+                 thread (matmul="auto")
+    minie5-numba the same with minie5's own Numba matmul for every product (matmul="numba")
+    minie5-blas  the same with numpy's sgemm for every product (matmul="blas")
     minie5-ref   minie5's NumPy reference path, batches padded to the batch max; it is
                  slow, so it runs an evenly spaced 1/16 of W3-W5's batches (marked †)
                  unless --full-reference

@@ -360,11 +360,12 @@ def test_word_rows_without_file_offsets_use_the_matrix():
 
 
 def test_serial_twins_compute_what_the_parallel_kernels_compute():
-    """kernels.SERIAL (used below SERIAL_TOKENS tokens) == the parallel kernels, bit for bit."""
+    """kernels.SERIAL and kernels.linear_columns (used below SERIAL_TOKENS tokens) == the parallel
+    kernels, bit for bit."""
     x, w, b = randn(13, 40), readonly(randn(52, 40)), readonly(randn(52))
     outs = [np.empty((13, 52), np.float32) for _ in range(2)]
     kernels.linear(x, w, b, outs[0])
-    kernels.SERIAL.linear(x, w, b, outs[1])
+    kernels.linear_columns(x, w, b, outs[1], 0, 52)
     assert np.array_equal(*outs)
     q, k, v = randn(13, 24), randn(13, 24), randn(13, 24)
     seq_starts = np.array([0, 5, 13], np.int64)
