@@ -200,17 +200,11 @@ def test_pooling_matches_reference(mode):
 @pytest.mark.parametrize("m", [1, 3, 70, 129, 300])  # fewer rows than the 131 outputs: columns split; 300: rows
 def test_blas_linear_matches_reference_and_numba_linear(m, threads):
     """blas.BlasLinear (output split over threads, one BLAS thread each) == reference.linear == kernels.linear."""
-    import numba
     from minie5.blas import BlasLinear
     x, w, b = randn(m, 130), readonly(randn(131, 130, scale=0.1)), readonly(randn(131))
     out_numba, out_blas = np.empty((m, 131), np.float32), np.empty((m, 131), np.float32)
     kernels.linear(x, w, b, out_numba)
-    saved = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        BlasLinear()(x, w, b, out_blas)
-    finally:
-        numba.set_num_threads(saved)
+    with_numba_threads(threads, BlasLinear(), x, w, b, out_blas)
     np.testing.assert_allclose(out_blas, reference.linear(x.astype(np.float64), w, b), atol=2e-5)
     np.testing.assert_allclose(out_numba, out_blas, atol=2e-5)
 
