@@ -66,6 +66,8 @@ def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
             within_layer = name.split(".", 3)[3]  # "encoder.layer.0.attention.self.query.weight" -> "attention..."
             if within_layer in LINEAR_BLOCKS:
                 block_of_weight[id(array)] = LINEAR_BLOCKS[within_layer]
+    for weight, _ in fast.qkv:  # each layer's query, key and value weights stacked: one matmul
+        block_of_weight[id(weight)] = "Q, K, V projections"
     def timed_linear(linear):
         def run(x, weight, bias, out):
             start = time.perf_counter()

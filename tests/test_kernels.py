@@ -353,6 +353,54 @@ def test_word_rows_without_file_offsets_use_the_matrix():
     assert table is matrix and list(ids) == [3, 3, 9]
 
 
+QKV_NAMES = [f"encoder.layer.1.attention.self.{part}" for part in ("query", "key", "value")]
+
+
+def test_fused_qkv_reads_the_three_projections_from_the_file(e5_dir):
+    """encoder.fused_qkv on a float32 file (read into place) == the three mapped weights stacked, bit for bit."""
+    from minie5.config import read_config
+    from minie5.encoder import fused_qkv
+    from minie5.weights import load_weights
+    weights = load_weights(e5_dir / "model.safetensors", read_config(e5_dir))
+    assert all(name + ".weight" in weights.file_offsets for name in QKV_NAMES)  # the read path is taken
+    weight, bias = fused_qkv(weights, "encoder.layer.1.")
+    H = weights[QKV_NAMES[0] + ".weight"].shape[0]
+    assert weight.shape == (3 * H, H) and bias.shape == (3 * H,) and not weight.flags.writeable
+    assert np.array_equal(weight, np.concatenate([weights[name + ".weight"] for name in QKV_NAMES]))
+    assert np.array_equal(bias, np.concatenate([weights[name + ".bias"] for name in QKV_NAMES]))
+
+
+def test_fused_qkv_copies_weights_that_are_not_in_a_file():
+    """A plain dict (or converted float16 weights): the stacked weight is a copy of the arrays."""
+    from minie5.encoder import fused_qkv
+    weights = {name + suffix: readonly(randn(6, 6) if suffix == ".weight" else randn(6))
+               for name in QKV_NAMES for suffix in (".weight", ".bias")}
+    weight, bias = fused_qkv(weights, "encoder.layer.1.")
+    x = randn(5, 6)
+    for part, name in enumerate(QKV_NAMES):  # x @ weight.T + bias holds q | k | v side by side
+        expected = reference.linear(x, weights[name + ".weight"], weights[name + ".bias"])
+        np.testing.assert_allclose(reference.linear(x, weight, bias)[:, 6 * part:6 * (part + 1)], expected,
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_fused_qkv_names_a_file_cut_short(tmp_path):
+    """The file shrank after loading (replaced while the model was open): an error naming file and tensor."""
+    from minie5.config import read_config
+    from minie5.encoder import fused_qkv
+    from minie5.errors import ModelFileError
+    from minie5.weights import load_weights
+    from tiny_models import numpy_weights, tiny_config, write_model_dir
+    config = tiny_config(hidden=8, heads=2, layers=2, intermediate=16, vocab=30)
+    model_dir = write_model_dir(tmp_path / "model", config, numpy_weights(config, seed=0))
+    path = model_dir / "model.safetensors"
+    weights = load_weights(path, read_config(model_dir))
+    cut = weights.file_offsets[QKV_NAMES[2] + ".weight"] + 4  # inside the value weight
+    path.unlink()  # the mapping keeps the old file; a new, shorter one takes its name
+    path.write_bytes(b"\0" * cut)
+    with pytest.raises(ModelFileError, match=r"model\.safetensors.*encoder\.layer\.1\.attention\.self\.value"):
+        fused_qkv(weights, "encoder.layer.1.")
+
+
 def test_serial_twins_compute_what_the_parallel_kernels_compute():
     """kernels.SERIAL and kernels.linear_columns (used below SERIAL_TOKENS tokens) == the parallel
     kernels, bit for bit."""
