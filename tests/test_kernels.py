@@ -497,3 +497,19 @@ def _double_in_pool(value):
     out = [None, None]
     POOL.run(lambda i: out.__setitem__(i, 2 * value), [(0,), (1,)])
     return out
+
+
+def test_workspace_shares_memory_only_between_the_two_halves_of_a_layer():
+    """encoder._Workspace: ffn takes the memory of qkv and context (never live at once), never that of
+    the residual stream x or of proj (read and written around both halves); it grows on demand."""
+    from minie5.encoder import _Workspace
+    work = _Workspace(tiny_config(hidden=8, heads=2, ffn=40))  # F = 40 > 4H = 32: the buffer is F wide
+    for n in (3, 2, 11):
+        x, qkv, context, proj, ffn = work.views(n)
+        assert [a.shape for a in (x, qkv, context, proj, ffn)] == [(n, 8), (n, 24), (n, 8), (n, 8), (n, 40)]
+        assert all(a.flags.c_contiguous and a.dtype == np.float32 for a in (x, qkv, context, proj, ffn))
+        assert np.shares_memory(ffn, qkv) and np.shares_memory(ffn, context)
+        assert not np.shares_memory(qkv, context)
+        for a, b in [(x, proj), (x, qkv), (x, context), (x, ffn), (proj, qkv), (proj, context), (proj, ffn)]:
+            assert not np.shares_memory(a, b)
+    assert work.capacity >= 11
