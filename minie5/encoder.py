@@ -30,8 +30,6 @@ serialised, and each call uses all of Numba's threads.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 
 import numba
@@ -40,7 +38,6 @@ import numpy as np
 from . import kernels, reference
 from .blas import POOL, SMALL_M, BlasAttention, BlasLinear, one_blas_thread
 from .config import ModelConfig
-from .errors import ModelFileError
 
 _NUMBA_LOCK = threading.Lock()
 
@@ -87,23 +84,20 @@ def fused_qkv(weights, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 
     The stacked weight is a copy (1.8 MB per e5-small layer). Where the three
     weights are float32 in the safetensors file it is read from the file
-    straight into place, so the mapped pages of the originals are never
-    touched and do not count in the process's resident memory twice.
+    (weights.pread) straight into place, so the mapped pages of the originals
+    are never touched and do not count in the process's resident memory twice.
     """
     names = [prefix + f"attention.self.{part}.weight" for part in ("query", "key", "value")]
     parts = [weights[name] for name in names]  # 3 x [H, H]
     weight = np.empty((sum(p.shape[0] for p in parts), parts[0].shape[1]), np.float32)  # [3H, H]
     blocks = np.split(weight, np.cumsum([p.shape[0] for p in parts])[:-1])  # views of weight's 3 row blocks
     offsets = getattr(weights, "file_offsets", {})
-    with contextlib.ExitStack() as stack:
-        file = stack.enter_context(open(weights.path, "rb")) if any(n in offsets for n in names) else None
-        for name, part, block in zip(names, parts, blocks):
-            if name not in offsets:
-                block[...] = part  # converted from float16 / bfloat16, or not from a file
-                continue
-            file.seek(offsets[name])
-            if file.readinto(memoryview(block).cast("B")) != block.nbytes:
-                raise ModelFileError(weights.path, f"tensor '{name}' is cut short (the file changed)")
+    readable = getattr(weights, "fd", None) is not None
+    for name, part, block in zip(names, parts, blocks):
+        if readable and name in offsets:
+            block[...] = np.frombuffer(weights.pread(name, block.nbytes, offsets[name]), np.float32).reshape(block.shape)
+        else:
+            block[...] = part  # converted from float16 / bfloat16, or not from a file
     bias = np.concatenate([weights[name[:-len("weight")] + "bias"] for name in names])  # [3H]
     weight.setflags(write=False)
     bias.setflags(write=False)
@@ -120,9 +114,11 @@ class WordRows:
     it, scattered. Reading a mapped page makes the kernel map its neighbours
     too ("fault-around", 64 KB on Linux), so after a few batches most of the
     384 MB counted in the process's resident memory (measured: +266 MB on
-    W3 of scripts/bench.py). Here each needed row is read with os.pread into a
-    small table instead: 1.5 KB per distinct id, freed after the batch; the
-    file stays in the OS page cache, shared and reclaimable.
+    W3 of scripts/bench.py). Here each needed row is read with os.pread
+    (weights.pread: through the descriptor opened at load, so from the very
+    file that is mapped) into a small table instead: 1.5 KB per distinct id,
+    freed after the batch; the file stays in the OS page cache, shared and
+    reclaimable.
 
     Where that is not possible (a float16 / bfloat16 file, converted in memory;
     no os.pread, as on Windows) the table is the matrix itself.
@@ -133,8 +129,8 @@ class WordRows:
     def __init__(self, weights):
         self.matrix = weights[self.NAME]  # [V, H], used as is when rows cannot be read from the file
         offsets = getattr(weights, "file_offsets", {})
-        self.path = getattr(weights, "path", None)
-        self.offset = offsets.get(self.NAME) if hasattr(os, "pread") else None
+        self.weights = weights
+        self.offset = offsets.get(self.NAME) if getattr(weights, "fd", None) is not None else None
 
     def __call__(self, token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.offset is None:
@@ -143,13 +139,9 @@ class WordRows:
         H = self.matrix.shape[1]
         row_bytes = 4 * H
         table = np.empty((distinct.shape[0], H), np.float32)  # [U, H]
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            for row, token in enumerate(distinct.tolist()):
-                data = os.pread(fd, row_bytes, self.offset + token * row_bytes)
-                table[row] = np.frombuffer(data, np.float32)  # a short read (file changed) fails here
-        finally:
-            os.close(fd)
+        for row, token in enumerate(distinct.tolist()):
+            table[row] = np.frombuffer(self.weights.pread(self.NAME, row_bytes, self.offset + token * row_bytes),
+                                       np.float32)
         return table, ids.astype(np.int64, copy=False)
 
 

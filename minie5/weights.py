@@ -21,7 +21,9 @@ upcast to float32 (that one does cost a copy).
 from __future__ import annotations
 
 import json
+import os
 import struct
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -86,14 +88,26 @@ class Weights(dict):
 
     path: the safetensors file; file_offsets: {name: byte offset in the file}
     of the float32 tensors that are views into the memory-mapped file (not of
-    those converted from float16 / bfloat16 or copied). encoder.WordRows uses
-    it to read single rows of the word-embedding matrix from the file.
+    those converted from float16 / bfloat16 or copied); fd: the file, kept open
+    from loading on (None where os.pread does not exist, as on Windows).
+    encoder.WordRows reads single rows of the word-embedding matrix through
+    it, encoder.fused_qkv the query, key and value weights. Reading through
+    the descriptor opened at load, not the path, reads the very file that is
+    mapped, even if the path is later deleted or replaced by another file.
     """
 
     def __init__(self, path: Path):
         super().__init__()
         self.path = path
         self.file_offsets: dict[str, int] = {}
+        self.fd: int | None = None
+
+    def pread(self, name: str, nbytes: int, offset: int) -> bytes:
+        """nbytes of the file at offset (within tensor `name`); a short read raises ModelFileError."""
+        data = os.pread(self.fd, nbytes, offset)
+        if len(data) != nbytes:  # the mapped file was truncated in place
+            raise ModelFileError(self.path, f"tensor '{name}' is cut short (the file was truncated after loading)")
+        return data
 
 
 def load_weights(path: str | Path, config: ModelConfig) -> Weights:
@@ -131,6 +145,9 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
     # A plain ndarray over the mapped file (np.asarray drops the memmap subclass).
     file_bytes = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
     weights = Weights(path)
+    if hasattr(os, "pread"):
+        weights.fd = os.open(path, os.O_RDONLY)  # not inherited by child programs (PEP 446)
+        weakref.finalize(weights, os.close, weights.fd)
     for name, want_shape in expected.items():
         key = by_name[name]
         info = header[key]

@@ -383,20 +383,39 @@ def test_fused_qkv_copies_weights_that_are_not_in_a_file():
                                    rtol=1e-6, atol=1e-6)
 
 
-def test_fused_qkv_names_a_file_cut_short(tmp_path):
-    """The file shrank after loading (replaced while the model was open): an error naming file and tensor."""
+def _tiny_model_weights(tmp_path):
     from minie5.config import read_config
-    from minie5.encoder import fused_qkv
-    from minie5.errors import ModelFileError
     from minie5.weights import load_weights
     from tiny_models import numpy_weights, tiny_config, write_model_dir
     config = tiny_config(hidden=8, heads=2, layers=2, intermediate=16, vocab=30)
     model_dir = write_model_dir(tmp_path / "model", config, numpy_weights(config, seed=0))
-    path = model_dir / "model.safetensors"
-    weights = load_weights(path, read_config(model_dir))
-    cut = weights.file_offsets[QKV_NAMES[2] + ".weight"] + 4  # inside the value weight
-    path.unlink()  # the mapping keeps the old file; a new, shorter one takes its name
-    path.write_bytes(b"\0" * cut)
+    return model_dir / "model.safetensors", load_weights(model_dir / "model.safetensors", read_config(model_dir))
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_reads_from_the_file_come_from_the_loaded_file(tmp_path, change):
+    """The path is replaced by another file, or deleted, after loading: fused_qkv and WordRows still
+    read the file that was loaded (the one the arrays map), not whatever the path names now."""
+    from minie5.encoder import WordRows, fused_qkv
+    path, weights = _tiny_model_weights(tmp_path)
+    expected = np.concatenate([np.array(weights[name + ".weight"]) for name in QKV_NAMES])
+    rows = np.array(weights[WordRows.NAME][[3, 7]])
+    path.unlink()
+    if change == "replaced":
+        path.write_bytes(b"\xff" * (2 * weights.file_offsets[WordRows.NAME] + 4096))  # other bytes, longer
+    weight, _ = fused_qkv(weights, "encoder.layer.1.")
+    assert np.array_equal(weight, expected)
+    table, ids = WordRows(weights)(np.array([7, 3], np.int64))
+    assert np.array_equal(table[ids], rows[::-1])
+
+
+def test_fused_qkv_names_a_file_truncated_after_loading(tmp_path):
+    """The loaded file itself cut short (truncated in place): an error naming the file and the tensor."""
+    import os
+    from minie5.encoder import fused_qkv
+    from minie5.errors import ModelFileError
+    path, weights = _tiny_model_weights(tmp_path)
+    os.truncate(path, weights.file_offsets[QKV_NAMES[2] + ".weight"] + 4)  # inside the value weight
     with pytest.raises(ModelFileError, match=r"model\.safetensors.*encoder\.layer\.1\.attention\.self\.value"):
         fused_qkv(weights, "encoder.layer.1.")
 
