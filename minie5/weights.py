@@ -142,12 +142,13 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ModelFileError(path, f"missing tensor '{missing[0]}'{more} required by config.json")
 
-    # A plain ndarray over the mapped file (np.asarray drops the memmap subclass).
-    file_bytes = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
     weights = Weights(path)
-    if hasattr(os, "pread"):
-        weights.fd = os.open(path, os.O_RDONLY)  # not inherited by child programs (PEP 446)
-        weakref.finalize(weights, os.close, weights.fd)
+    with open(path, "rb") as f:
+        # A plain ndarray over the mapped file (np.asarray drops the memmap subclass).
+        file_bytes = np.asarray(np.memmap(f, dtype=np.uint8, mode="r"))
+        if hasattr(os, "pread"):  # the same open file, for reads (os.dup: not inherited by child programs)
+            weights.fd = os.dup(f.fileno())
+            weakref.finalize(weights, os.close, weights.fd)
     for name, want_shape in expected.items():
         key = by_name[name]
         info = header[key]
