@@ -88,16 +88,16 @@ def fused_qkv(weights, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     are never touched and do not count in the process's resident memory twice.
     """
     names = [prefix + f"attention.self.{part}.weight" for part in ("query", "key", "value")]
-    parts = [weights[name] for name in names]  # 3 x [H, H]
-    weight = np.empty((sum(p.shape[0] for p in parts), parts[0].shape[1]), np.float32)  # [3H, H]
-    blocks = np.split(weight, np.cumsum([p.shape[0] for p in parts])[:-1])  # views of weight's 3 row blocks
+    H = weights[names[0]].shape[1]
+    weight = np.empty((3 * H, H), np.float32)  # rows: query's, key's, value's (each [H, H], checked at load)
     offsets = getattr(weights, "file_offsets", {})
     readable = getattr(weights, "fd", None) is not None
-    for name, part, block in zip(names, parts, blocks):
+    for i, name in enumerate(names):
+        block = weight[i * H:(i + 1) * H]  # a view: filled in place
         if readable and name in offsets:
-            block[...] = np.frombuffer(weights.pread(name, block.nbytes, offsets[name]), np.float32).reshape(block.shape)
+            block[...] = np.frombuffer(weights.pread(name, block.nbytes, offsets[name]), np.float32).reshape(H, H)
         else:
-            block[...] = part  # converted from float16 / bfloat16, or not from a file
+            block[...] = weights[name]  # converted from float16 / bfloat16, or not from a file
     bias = np.concatenate([weights[name[:-len("weight")] + "bias"] for name in names])  # [3H]
     weight.setflags(write=False)
     bias.setflags(write=False)

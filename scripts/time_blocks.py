@@ -29,10 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import minie5  # noqa: E402
 from minie5 import encoder, kernels  # noqa: E402
 
-LINEAR_BLOCKS = {  # a weight's name -> the block its matmul belongs to
-    "attention.self.query.weight": "Q, K, V projections",
-    "attention.self.key.weight": "Q, K, V projections",
-    "attention.self.value.weight": "Q, K, V projections",
+LINEAR_BLOCKS = {  # a weight's name -> the block its matmul belongs to (Q, K, V: FastEncoder.qkv)
     "attention.output.dense.weight": "attention output projection",
     "intermediate.dense.weight": "FFN up (H -> F)",
     "output.dense.weight": "FFN down (F -> H)",

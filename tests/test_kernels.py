@@ -356,20 +356,6 @@ def test_word_rows_without_file_offsets_use_the_matrix():
 QKV_NAMES = [f"encoder.layer.1.attention.self.{part}" for part in ("query", "key", "value")]
 
 
-def test_fused_qkv_reads_the_three_projections_from_the_file(e5_dir):
-    """encoder.fused_qkv on a float32 file (read into place) == the three mapped weights stacked, bit for bit."""
-    from minie5.config import read_config
-    from minie5.encoder import fused_qkv
-    from minie5.weights import load_weights
-    weights = load_weights(e5_dir / "model.safetensors", read_config(e5_dir))
-    assert all(name + ".weight" in weights.file_offsets for name in QKV_NAMES)  # the read path is taken
-    weight, bias = fused_qkv(weights, "encoder.layer.1.")
-    H = weights[QKV_NAMES[0] + ".weight"].shape[0]
-    assert weight.shape == (3 * H, H) and bias.shape == (3 * H,) and not weight.flags.writeable
-    assert np.array_equal(weight, np.concatenate([weights[name + ".weight"] for name in QKV_NAMES]))
-    assert np.array_equal(bias, np.concatenate([weights[name + ".bias"] for name in QKV_NAMES]))
-
-
 def test_fused_qkv_copies_weights_that_are_not_in_a_file():
     """A plain dict (or converted float16 weights): the stacked weight is a copy of the arrays."""
     from minie5.encoder import fused_qkv
@@ -392,19 +378,26 @@ def _tiny_model_weights(tmp_path):
     return model_dir / "model.safetensors", load_weights(model_dir / "model.safetensors", read_config(model_dir))
 
 
-@pytest.mark.parametrize("change", ["replaced", "deleted"])
+@pytest.mark.parametrize("change", [None, "replaced", "deleted"])
 def test_reads_from_the_file_come_from_the_loaded_file(tmp_path, change):
-    """The path is replaced by another file, or deleted, after loading: fused_qkv and WordRows still
-    read the file that was loaded (the one the arrays map), not whatever the path names now."""
+    """fused_qkv reads the three projections from a float32 file into place: == the three mapped weights
+    stacked, bit for bit. Also when the path is replaced by another file, or deleted, after loading:
+    fused_qkv and WordRows still read the file that was loaded (the one the arrays map)."""
     from minie5.encoder import WordRows, fused_qkv
     path, weights = _tiny_model_weights(tmp_path)
+    assert all(name + ".weight" in weights.file_offsets for name in QKV_NAMES)  # the read path is taken
     expected = np.concatenate([np.array(weights[name + ".weight"]) for name in QKV_NAMES])
+    expected_bias = np.concatenate([np.array(weights[name + ".bias"]) for name in QKV_NAMES])
     rows = np.array(weights[WordRows.NAME][[3, 7]])
-    path.unlink()
+    if change is not None:
+        path.unlink()
     if change == "replaced":
         path.write_bytes(b"\xff" * (2 * weights.file_offsets[WordRows.NAME] + 4096))  # other bytes, longer
-    weight, _ = fused_qkv(weights, "encoder.layer.1.")
+    weight, bias = fused_qkv(weights, "encoder.layer.1.")
+    H = weights[QKV_NAMES[0] + ".weight"].shape[0]
+    assert weight.shape == (3 * H, H) and bias.shape == (3 * H,) and not weight.flags.writeable
     assert np.array_equal(weight, expected)
+    assert np.array_equal(bias, expected_bias)
     table, ids = WordRows(weights)(np.array([7, 3], np.int64))
     assert np.array_equal(table[ids], rows[::-1])
 
