@@ -22,12 +22,6 @@ left spinning. The setting is process-wide in OpenBLAS: another Python thread
 calling numpy's BLAS *during* a minie5 forward pass runs single-threaded until
 it ends (slower, never different).
 
-One measured exception: a product of fewer than BLAS_THREADS_BELOW rows (a
-passage or a few short texts) runs as one sgemm on OpenBLAS's own threads, as
-many as Numba has, set for that call only: there two single-threaded halves
-were 12-28 % slower end to end than OpenBLAS splitting the product itself,
-spinning threads and all (BlasLinear.__call__ has the figures).
-
 Where numpy's BLAS is not OpenBLAS (another BLAS, numpy built from source),
 the products are plain `np.matmul` calls with that BLAS's own threading.
 """
@@ -46,7 +40,6 @@ import numpy as np
 from . import kernels
 
 SMALL_M = 64  # below this many rows (tokens), "auto" uses encoder.SplitLinear (Numba): see the module notes
-BLAS_THREADS_BELOW = 1024  # below this many rows, BlasLinear lets OpenBLAS split each product itself (see there)
 SCORES_BYTES = 4 << 20  # BlasAttention's scratch per thread: [G, L, L] float32 scores for G heads of one text
 
 
@@ -195,12 +188,10 @@ POOL = WorkerPool()
 class BlasLinear:
     """out = x @ weight.T + bias, x: [M, K], weight: [N, K], bias: [N] -> out: [M, N].  Twin: reference.linear.
 
-    From BLAS_THREADS_BELOW rows, the output is cut along its longer side into
-    numba.get_num_threads() blocks (the caller computes one, POOL's workers the
-    others), each one single-threaded sgemm; meant to run inside one_blas_thread()
-    (see the module notes). Below that, one sgemm on as many OpenBLAS threads as
-    Numba has (the measured exception to the module notes' plan; see __call__).
-    Not re-entrant: encoder.py calls it under its process-wide lock.
+    The output is cut along its longer side into numba.get_num_threads() blocks
+    (the caller computes one, POOL's workers the others), each one sgemm; meant to run inside
+    one_blas_thread() (see the module notes). Not re-entrant: encoder.py calls
+    it under its process-wide lock.
     """
 
     def __call__(self, x, weight, bias, out) -> None:
@@ -208,20 +199,6 @@ class BlasLinear:
         threads = numba.get_num_threads()
         if _set_blas_threads is None or threads == 1 or max(M, N) < 2 * threads:  # one call
             _linear_block(x, weight, bias, out, 0, M, 0, N)
-            return
-        if M < BLAS_THREADS_BELOW:
-            # A few hundred rows (one passage, a few short texts): one sgemm on OpenBLAS's
-            # own `threads` threads beats two single-threaded halves, even though its
-            # threads then spin beside Numba's for a while. Measured end to end (the fast
-            # path's forward pass, alternated, 2 cores): 128 tokens 25-28 % faster,
-            # 256 tokens 23 %, 512 tokens 0-12 %; from 1,024 tokens the halves are as
-            # fast or faster (4,096 tokens: 9-24 %), and they leave no thread spinning.
-            previous = _get_blas_threads()  # 1 inside a forward pass (one_blas_thread)
-            _set_blas_threads(threads)
-            try:
-                _linear_block(x, weight, bias, out, 0, M, 0, N)
-            finally:
-                _set_blas_threads(previous)
             return
         # Cut the longer side of out: each thread's sgemm then packs all of the smaller
         # operand and its own share of the larger one (rows of x for a big batch, rows

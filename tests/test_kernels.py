@@ -197,41 +197,16 @@ def test_pooling_matches_reference(mode):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("m", [1, 3, 70, 129, 300, 1030])  # < 131 outputs: columns split; 300: rows;
-def test_blas_linear_matches_reference_and_numba_linear(m, threads, monkeypatch):  # 1030: 1 BLAS thread each
-    """blas.BlasLinear (OpenBLAS's threads, or the output split over threads) == reference.linear == kernels.linear."""
-    from minie5 import blas
-    monkeypatch.setattr(blas, "BLAS_THREADS_BELOW", 1000)  # so that both ways run on a small matrix
+@pytest.mark.parametrize("m", [1, 3, 70, 129, 300])  # fewer rows than the 131 outputs: columns split; 300: rows
+def test_blas_linear_matches_reference_and_numba_linear(m, threads):
+    """blas.BlasLinear (output split over threads, one BLAS thread each) == reference.linear == kernels.linear."""
+    from minie5.blas import BlasLinear
     x, w, b = randn(m, 130), readonly(randn(131, 130, scale=0.1)), readonly(randn(131))
     out_numba, out_blas = np.empty((m, 131), np.float32), np.empty((m, 131), np.float32)
     kernels.linear(x, w, b, out_numba)
-    before = blas._get_blas_threads() if blas._get_blas_threads else None
-    with_numba_threads(threads, blas.BlasLinear(), x, w, b, out_blas)
+    with_numba_threads(threads, BlasLinear(), x, w, b, out_blas)
     np.testing.assert_allclose(out_blas, reference.linear(x.astype(np.float64), w, b), atol=2e-5)
     np.testing.assert_allclose(out_numba, out_blas, atol=2e-5)
-    if before is not None:  # numpy's setting is left as it was
-        assert blas._get_blas_threads() == before
-
-
-def test_blas_linear_blas_threads_below_the_cut(monkeypatch):
-    """Below BLAS_THREADS_BELOW rows one sgemm runs on as many OpenBLAS threads as Numba has, and
-    the setting of the forward pass (one_blas_thread: 1) is back after it; from there, 1 thread."""
-    from minie5 import blas
-    if blas._set_blas_threads is None:
-        pytest.skip("numpy's BLAS is not OpenBLAS")
-    seen = []
-    real_block = blas._linear_block
-    monkeypatch.setattr(blas, "_linear_block", lambda *a: (seen.append(blas._get_blas_threads()), real_block(*a)))
-    x, w, b = randn(200, 30), readonly(randn(40, 30)), readonly(randn(40))
-    out = np.empty((200, 40), np.float32)
-    with blas.one_blas_thread():
-        with_numba_threads(2, blas.BlasLinear(), x, w, b, out)
-        assert seen == [2] and blas._get_blas_threads() == 1
-        monkeypatch.setattr(blas, "BLAS_THREADS_BELOW", 100)
-        seen.clear()
-        with_numba_threads(2, blas.BlasLinear(), x, w, b, out)
-        assert seen == [1, 1]  # two row blocks, one BLAS thread each
-    np.testing.assert_allclose(out, reference.linear(x.astype(np.float64), w, b), atol=2e-5)
 
 
 @pytest.mark.parametrize("m,n", [(1, 1), (12, 131), (5, 6), (63, 384)])
