@@ -172,12 +172,12 @@ class AutoLinear:
 
     A few tokens (one short query) do little arithmetic per weight: what counts
     is reading each weight once, which minie5's Numba kernel does with no
-    start-up cost (sgemm packs the weight first). Its own arithmetic is still
-    the limit there (12 rows: 46-62 GFLOP/s per thread re-reading one weight
-    in cache, 30-40 reading the whole model in turn, i.e. 5-7 GB/s, where two
-    threads can read at 15 GB/s or more). Thousands of tokens are
-    compute-bound, where an optimised sgemm does several times the FLOP/s of
-    the Numba kernel (see minie5/blas.py).
+    start-up cost (sgemm packs the weight first). Its arithmetic costs there
+    about as much as the reading, and the two add up (12 rows: 46-62 GFLOP/s
+    per thread re-reading one weight in cache, 30-40 reading the whole model
+    in turn, i.e. 5-7 GB/s, where two threads can read at 15 GB/s or more).
+    Thousands of tokens are compute-bound, where an optimised sgemm does
+    several times the FLOP/s of the Numba kernel (see minie5/blas.py).
     """
 
     def __init__(self):
