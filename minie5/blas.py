@@ -4,7 +4,8 @@ Why not Numba for these too. minie5's own Numba matmul (kernels.linear) is
 the textbook kernel and wins on a few tokens (one query: 12 rows of x), but on
 a batch of thousands of tokens an optimised BLAS micro-kernel (packed panels,
 register blocking, AVX-512 where the CPU has it) does 2-4x more FLOP/s per
-core. So above SMALL_M rows the fast path calls numpy's sgemm.
+core. So from kernels.SERIAL_TOKENS rows on (encoder.FastEncoder._plan) the
+fast path calls numpy's sgemm.
 
 Why not simply numpy's `@`. numpy's OpenBLAS runs its own thread pool, and
 after each call its threads keep spinning for a while. The fast path
@@ -39,7 +40,6 @@ import numpy as np
 
 from . import kernels
 
-SMALL_M = 64  # below this many rows (tokens), "auto" uses encoder.SplitLinear (Numba): see the module notes
 SCORES_BYTES = 4 << 20  # BlasAttention's scratch per thread: [G, L, L] float32 scores for G heads of one text
 
 

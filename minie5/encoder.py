@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from . import kernels, reference
-from .blas import POOL, SMALL_M, BlasAttention, BlasLinear, one_blas_thread
+from .blas import POOL, BlasAttention, BlasLinear, one_blas_thread
 from .config import ModelConfig
 
 _NUMBA_LOCK = threading.Lock()
@@ -77,7 +77,7 @@ def fused_qkv(weights, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """One layer's query, key and value projections stacked: (weight [3H, H], bias [3H]).
 
     x @ weight.T + bias is then q | k | v side by side, [N, 3H], in one matmul
-    instead of three: for a few tokens, where the time goes in streaming the
+    instead of three: for a few tokens, where the time goes in reading the
     weights and handing work to threads, one 12-token query runs its Q, K, V
     projections in 2.5 ms instead of 3.6 (12 layers); 9.2 ms instead of 11.4
     for a 128-token passage.
@@ -167,31 +167,8 @@ class SplitLinear:
                  [(x, weight, bias, out, cuts[t], cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]])
 
 
-class AutoLinear:
-    """The default matmul: SplitLinear below blas.SMALL_M rows, blas.BlasLinear from there.  Twin: reference.linear.
-
-    A few tokens (one short query) do little arithmetic per weight: what counts
-    is reading each weight once, which minie5's Numba kernel does with no
-    start-up cost (sgemm packs the weight first). Its arithmetic costs there
-    about as much as the reading, and the two add up (12 rows: 46-62 GFLOP/s
-    per thread re-reading one weight in cache, 30-40 reading the whole model
-    in turn, i.e. 5-7 GB/s, where two threads can read at 15 GB/s or more).
-    Thousands of tokens are compute-bound, where an optimised sgemm does
-    several times the FLOP/s of the Numba kernel (see minie5/blas.py).
-    """
-
-    def __init__(self):
-        self.blas = BlasLinear()
-        self.split = SplitLinear()
-
-    def __call__(self, x, weight, bias, out) -> None:
-        if x.shape[0] < SMALL_M:
-            self.split(x, weight, bias, out)
-        else:
-            self.blas(x, weight, bias, out)
-
-
-MATMULS = {"auto": AutoLinear, "numba": lambda: kernels.linear, "blas": BlasLinear}
+# The linear layers of batches of SERIAL_TOKENS tokens or more (FastEncoder._plan chooses below that).
+MATMULS = {"auto": BlasLinear, "numba": lambda: kernels.linear, "blas": BlasLinear}
 
 
 class NumbaAttention:
@@ -213,7 +190,7 @@ class NumbaAttention:
 class FastEncoder:
     """The default forward pass. Same contract as reference.forward, different layout.
 
-    matmul: "auto" (the default: AutoLinear and blas.BlasAttention from 64
+    matmul: "auto" (the default: blas.BlasLinear and blas.BlasAttention from 64
     tokens per batch, SplitLinear and the Numba attention below), "numba"
     (minie5's Numba matmul and attention at every size: kernels.linear,
     SplitLinear below 64 tokens) or "blas" (blas.BlasLinear and
@@ -291,6 +268,16 @@ class FastEncoder:
         calling thread (attention too, unless matmul="blas" was asked for), and
         the linear layers on SplitLinear (Python threads, no Numba pool to wake);
         from there the parallel kernels, self.linear and self.attention.
+
+        Why the Numba matmul for a few tokens and sgemm from there: a few tokens
+        (one short query) do little arithmetic per weight, so what counts is
+        reading each weight once, which the Numba kernel does with no start-up
+        cost (sgemm packs the weight first). Its arithmetic costs there about as
+        much as the reading, and the two add up (12 rows: 46-62 GFLOP/s per
+        thread re-reading one weight in cache, 30-40 reading the whole model in
+        turn, i.e. 5-7 GB/s, where two threads can read at 15 GB/s or more).
+        Thousands of tokens are compute-bound, where an optimised sgemm does
+        several times the FLOP/s of the Numba kernel (see minie5/blas.py).
         """
         if n_tokens >= kernels.SERIAL_TOKENS:
             return kernels, self.linear, self.attention
