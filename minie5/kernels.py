@@ -123,9 +123,11 @@ def matmul_nt_tile(a, b, out, i0, i1, j0, j1):
     64-row tile splits into whole strips.)
     """
     K = a.shape[1]
+    last = i1 - 1
     i = i0
-    while i + 4 <= i1:  # full 4-row strips
-        a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
+    while i < i1:  # 4-row strips; a last strip of 1-3 rows repeats its last row (computed, not written)
+        rows = min(4, i1 - i)
+        a0, a1, a2, a3 = a[i], a[min(i + 1, last)], a[min(i + 2, last)], a[min(i + 3, last)]
         j = j0
         while j + 4 <= j1:  # 4 x 4 blocks
             b0, b1, b2, b3 = b[j], b[j + 1], b[j + 2], b[j + 3]
@@ -153,17 +155,17 @@ def matmul_nt_tile(a, b, out, i0, i1, j0, j1):
                 s32 += x3 * y2
                 s33 += x3 * y3
             out[i, j], out[i, j + 1], out[i, j + 2], out[i, j + 3] = s00, s01, s02, s03
-            out[i + 1, j], out[i + 1, j + 1], out[i + 1, j + 2], out[i + 1, j + 3] = s10, s11, s12, s13
-            out[i + 2, j], out[i + 2, j + 1], out[i + 2, j + 2], out[i + 2, j + 3] = s20, s21, s22, s23
-            out[i + 3, j], out[i + 3, j + 1], out[i + 3, j + 2], out[i + 3, j + 3] = s30, s31, s32, s33
+            if rows > 1:
+                out[i + 1, j], out[i + 1, j + 1], out[i + 1, j + 2], out[i + 1, j + 3] = s10, s11, s12, s13
+            if rows > 2:
+                out[i + 2, j], out[i + 2, j + 1], out[i + 2, j + 2], out[i + 2, j + 3] = s20, s21, s22, s23
+            if rows > 3:
+                out[i + 3, j], out[i + 3, j + 1], out[i + 3, j + 2], out[i + 3, j + 3] = s30, s31, s32, s33
             j += 4
         for jj in range(j, j1):  # leftover columns of the strip
-            for r in range(4):
+            for r in range(rows):
                 out[i + r, jj] = _dot(a[i + r], b[jj], K)
         i += 4
-    for ii in range(i, i1):  # leftover rows
-        for jj in range(j0, j1):
-            out[ii, jj] = _dot(a[ii], b[jj], K)
 
 
 @njit(cache=True, fastmath=_GEMM_FASTMATH)

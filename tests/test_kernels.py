@@ -36,6 +36,29 @@ def test_linear_matches_reference(m, k, n):
     np.testing.assert_allclose(out, expected, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("m", [2, 5, 7, 13, 70, 131])
+def test_linear_row_result_does_not_depend_on_its_row(m):
+    """One row of x gives the same output bits at every row index (full 4-row strips and the last,
+    partial strip alike), in kernels.linear and in linear_columns, with 1 or 2 Numba threads:
+    what makes a duplicated text's vector identical on the Numba path (docs/behaviour.md)."""
+    k, n = 384, 388  # 388: leftover columns past the 4 x 4 blocks too
+    w, b = readonly(randn(n, k, scale=1 / math.sqrt(k))), readonly(randn(n))
+    x = randn(m, k)
+    x[:] = randn(1, k)  # every row the same
+    outputs = []
+    for threads in (1, 2):
+        out = np.empty((m, n), np.float32)
+        with_numba_threads(threads, kernels.linear, x, w, b, out)
+        outputs.append(out)
+    out = np.empty((m, n), np.float32)
+    kernels.linear_columns(x, w, b, out, 0, n)
+    outputs.append(out)
+    for out in outputs:
+        assert all(np.array_equal(out[i], outputs[0][0]) for i in range(m))
+    np.testing.assert_allclose(outputs[0][0], reference.linear(x[0].astype(np.float64), w.astype(np.float64), b),
+                               atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 4, 32), (5, 6, 7), (40, 40, 32), (17, 32, 129)])
 def test_matmul_tile_matches_numpy(m, n, k):
     """The micro-kernel on a whole matrix and on one sub-tile, against float64 numpy."""
