@@ -1,25 +1,16 @@
 """scripts/bench.py: the --quick smoke run works end to end, and its FLOP model is right."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from minie5.config import read_config
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "scripts" / "bench.py"
-
-
-def _load_bench():
-    """Import scripts/bench.py as a module (no thread pinning: that happens only as __main__)."""
-    spec = importlib.util.spec_from_file_location("minie5_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_run_prints_tables(e5_dir, tmp_path):
@@ -42,7 +33,7 @@ def test_quick_run_prints_tables(e5_dir, tmp_path):
 
 
 def test_flop_model_and_workloads(e5_dir):
-    bench = _load_bench()
+    bench = load_script("bench.py")
     config = read_config(e5_dir)
     assert abs(bench.linear_flops_per_token(config) / 1e6 - 42.5) < 0.1  # MFLOP per token, linear layers
     one = bench.Workload("x", "", "throughput", [[[0] * 128]])

@@ -5,7 +5,6 @@ compare its JSON with model.encode() in this process.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,9 +12,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from minie5 import cli
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 HIDDEN = 384
@@ -106,14 +105,6 @@ def test_main_in_process_returns_exit_codes(e5_dir, e5_model, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- scripts/model_card_example.py
-def load_script(name: str):
-    path = REPO / "scripts" / name
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_model_card_example(e5_dir, capsys):
     scores = load_script("model_card_example.py").main([str(e5_dir)])
     printed = capsys.readouterr().out

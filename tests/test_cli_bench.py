@@ -7,21 +7,11 @@ model.encode comparison), not the numbers.
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "cli_bench.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("cli_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_cli_bench_reports_rss_and_throughput(e5_dir, tmp_path, capsys):
-    bench = load_script()
+    bench = load_script("cli_bench.py")
     figures = bench.main(["--model", str(e5_dir), "--lines", "240", "60", "--speed-lines", "120", "--rounds", "2",
                           "--json", str(tmp_path / "f.json")])
     printed = capsys.readouterr().out
@@ -40,7 +30,7 @@ def test_cli_bench_reports_rss_and_throughput(e5_dir, tmp_path, capsys):
 
 
 def test_short_lines_are_short_and_many():
-    bench = load_script()
+    bench = load_script("cli_bench.py")
     lines = bench.short_lines(5000)
     assert len(lines) == 5000
     assert all(0 < len(line) <= bench.MAX_CHARS and "\n" not in line for line in lines)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli
+from helpers import load_script
 
 openai = pytest.importorskip("openai")
 # the references embed texts over 512 tokens on purpose: Model.encode's warning about it is expected
@@ -566,17 +567,9 @@ def test_server_default_prefix_and_no_truncate(strict_server, e5_model):
 
 
 # ---------------------------------------------------------------- scripts/load_test.py
-def load_script():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("load_test", REPO / "scripts" / "load_test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_load_test_script_smoke(strict_server, e5_dir, e5_model, tmp_path, capsys):
     """A few seconds, a few clients, against a running server: the plumbing, not the figures."""
-    load_test = load_script()
+    load_test = load_script("load_test.py")
     figures = load_test.main(["--url", strict_server.url, "--api-key", API_KEY, "--model", str(e5_dir),
                               "--seconds", "1", "--clients", "3", "--texts", "8", "--max-requests", "12",
                               "--json", str(tmp_path / "figures.json")], model=e5_model)

@@ -2,21 +2,11 @@
 are the hand-counted ones (docs/architecture.md quotes both)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "time_blocks.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("time_blocks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_flops_per_token_by_hand(e5_model):
-    flops = load_script().flops_per_token(e5_model.config, 128)
+    flops = load_script("time_blocks.py").flops_per_token(e5_model.config, 128)
     H, F, L = 384, 1536, 12
     assert flops["Q, K, V projections"] + flops["attention output projection"] == L * 4 * 2 * H * H
     assert flops["FFN up (H -> F)"] + flops["FFN down (F -> H)"] == L * 2 * 2 * H * F
@@ -28,7 +18,7 @@ def test_flops_per_token_by_hand(e5_model):
 def test_time_blocks_runs_and_restores_the_kernels(e5_dir, capsys):
     from minie5 import encoder, kernels
 
-    result = load_script().main(["--model", str(e5_dir), "--batch", "2", "--tokens", "16", "--repeats", "1"])
+    result = load_script("time_blocks.py").main(["--model", str(e5_dir), "--batch", "2", "--tokens", "16", "--repeats", "1"])
     out = capsys.readouterr().out
     best = result["best"]
     blocks = [b for b in best if b != "total (wall)"]

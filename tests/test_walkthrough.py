@@ -6,27 +6,18 @@ recomputed here, and its two small statistics against hand computations.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "walkthrough.py"
 TEXT = "query: how much protein should a female eat"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("walkthrough", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_entropy_and_most_attended_by_hand():
-    walkthrough = load_script()
+    walkthrough = load_script("walkthrough.py")
     uniform = np.full((1, 4, 4), 0.25, np.float32)
     one_hot = np.zeros((1, 4, 4), np.float32)
     one_hot[0, :, 2] = 1.0
@@ -37,7 +28,7 @@ def test_entropy_and_most_attended_by_hand():
 
 
 def test_walkthrough_prints_every_stage(e5_model, capsys):
-    load_script().walk(e5_model, TEXT)  # what main() runs once it has loaded the model
+    load_script("walkthrough.py").walk(e5_model, TEXT)  # what main() runs once it has loaded the model
     out = capsys.readouterr().out
     pieces = e5_model.tokenizer.tokens(TEXT)
     ids = e5_model.tokenizer.encode([TEXT])[0][0]
@@ -59,7 +50,7 @@ def test_walkthrough_prints_every_stage(e5_model, capsys):
 
 def test_walkthrough_plots(e5_model, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    load_script().walk(e5_model, TEXT, plot=str(tmp_path), head=5)
+    load_script("walkthrough.py").walk(e5_model, TEXT, plot=str(tmp_path), head=5)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [f"attention_layer{i:02d}_head05.png" for i in range(1, 13)] + ["residual_norm.png"]
     for name in pngs:
@@ -68,7 +59,7 @@ def test_walkthrough_plots(e5_model, tmp_path, capsys):
 
 
 def test_walkthrough_command_line(e5_dir, capsys):
-    script = load_script()
+    script = load_script("walkthrough.py")
     with pytest.raises(SystemExit):
         script.main([TEXT, "--model", str(e5_dir), "--head", "12"])
     assert "--head must be in 0..11" in capsys.readouterr().err
