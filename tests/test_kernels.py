@@ -11,7 +11,8 @@ import pytest
 
 from minie5 import kernels, reference
 from minie5.config import ModelConfig
-from minie5.encoder import FastEncoder, NumbaAttention, pack
+from minie5.encoder import FastEncoder, pack
+from minie5.matmul import SERIAL_TOKENS, NumbaAttention
 
 rng = np.random.default_rng(1234)
 
@@ -235,8 +236,8 @@ def test_blas_linear_matches_reference_and_numba_linear(m, threads):
 @pytest.mark.parametrize("m,n", [(1, 1), (12, 131), (5, 6), (63, 384)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_split_linear_matches_reference(m, n, threads):
-    """encoder.SplitLinear (column ranges of kernels.linear_columns on Python threads) == reference.linear."""
-    from minie5.encoder import SplitLinear
+    """matmul.SplitLinear (column ranges of kernels.linear_columns on Python threads) == reference.linear."""
+    from minie5.matmul import SplitLinear
     x, w, b = randn(m, 70), readonly(randn(n, 70, scale=0.1)), readonly(randn(n))
     out = np.full((m, n), np.nan, np.float32)  # every entry must be written
     with_numba_threads(threads, SplitLinear(), x, w, b, out)
@@ -466,7 +467,7 @@ def test_serial_twins_compute_what_the_parallel_kernels_compute():
         assert np.array_equal(*pooled), name
 
 
-@pytest.mark.parametrize("n_tokens", [kernels.SERIAL_TOKENS - 1, kernels.SERIAL_TOKENS])
+@pytest.mark.parametrize("n_tokens", [SERIAL_TOKENS - 1, SERIAL_TOKENS])
 def test_fast_forward_on_either_side_of_the_serial_threshold(n_tokens):
     """A batch just below (serial twins) and at (parallel kernels) SERIAL_TOKENS == the reference."""
     config = tiny_config(hidden=24, heads=3, layers=2, ffn=40)
@@ -479,59 +480,6 @@ def test_fast_forward_on_either_side_of_the_serial_threshold(n_tokens):
     expected = reference.forward(config, w, input_ids, mask)
     got = FastEncoder(config, w).forward(input_ids, mask)
     assert np.abs(got - expected)[mask.astype(bool)].max() <= 1e-4
-
-
-def test_worker_pool_runs_every_call_at_once_and_hands_back_errors():
-    """blas.WorkerPool: each call once, all at the same time (they meet at a barrier); a worker's
-    error reaches the caller only after every call has finished; the pool keeps working after it."""
-    import threading
-    import time
-    from minie5.blas import WorkerPool
-    pool = WorkerPool()
-    barrier = threading.Barrier(3, timeout=10)  # three calls, only passable if all three run at once
-    seen = []
-    pool.run(lambda i: seen.append((i, barrier.wait())), [(0,), (1,), (2,)])
-    assert sorted(i for i, _ in seen) == [0, 1, 2]
-
-    finished = []
-
-    def fail_or_sleep(i):
-        if i == 1:
-            raise ValueError("call 1 failed")
-        time.sleep(0.05)
-        finished.append(i)
-    for _ in range(2):  # the same workers, again after the error
-        finished.clear()
-        with pytest.raises(ValueError, match="call 1 failed"):
-            pool.run(fail_or_sleep, [(0,), (1,), (2,)])
-        assert sorted(finished) == [0, 2]  # the others were not abandoned
-
-    def caller_fails(i):
-        if i == 0:
-            raise KeyError("caller")
-        time.sleep(0.05)
-        finished.append(i)
-    finished.clear()
-    with pytest.raises(KeyError):
-        pool.run(caller_fails, [(0,), (1,)])
-    assert finished == [1]  # run() waited for the worker before raising
-
-
-def test_worker_pool_works_in_a_forked_child():
-    """After fork the parent's worker threads do not exist in the child: the pool makes new ones."""
-    import multiprocessing
-    from minie5.blas import POOL
-    POOL.run(lambda: None, [(), ()])  # the parent has a worker now
-    context = multiprocessing.get_context("fork")
-    with context.Pool(1) as children:
-        assert children.apply_async(_double_in_pool, (21,)).get(timeout=60) == [42, 42]  # not a hang
-
-
-def _double_in_pool(value):
-    from minie5.blas import POOL
-    out = [None, None]
-    POOL.run(lambda i: out.__setitem__(i, 2 * value), [(0,), (1,)])
-    return out
 
 
 def test_workspace_shares_memory_only_between_the_two_halves_of_a_layer():
