@@ -3,11 +3,6 @@
     ids of B texts -> pack into one [N] array (N = total real tokens, no padding)
     -> position_rows -> kernels.embed -> L x layer -> [N, H] hidden states -> kernels.*_pool -> [B, H]
 
-pack() numbers each text's tokens 0, 1, 2, ...; position_rows() turns those
-into rows of the position-embedding matrix: the same numbers for BERT,
-pad_token_id + 1, + 2, ... over the non-pad tokens for XLM-R (exactly
-reference.position_ids, restricted to the packed tokens).
-
 One layer, with the workspace arrays it writes (all [N, *], reused by every layer;
 ffn takes the memory of qkv and context, see _Workspace):
 
@@ -19,25 +14,24 @@ ffn takes the memory of qkv and context, see _Workspace):
     ffn_out   = linear(ffn, W2)               [N, H]
     x         = LayerNorm(x + ffn_out)        [N, H]   (in place)
 
-A batch of fewer than kernels.SERIAL_TOKENS tokens (one short query) runs the
-kernels' serial twins instead, on the calling thread: waking Numba's worker
-threads for each of about 100 kernel calls costs more than the work itself.
+Which engine runs each step (Numba or sgemm, serial or parallel) depends on the
+`matmul` setting and the batch's token count: the plan is in matmul.py.
 
 Numba's parallel kernels must not be entered from two Python threads at once
-(its default threading layer aborts the process); every call into this module
-goes through one process-wide lock, so concurrent encode() calls are
-serialised, and each call uses all of Numba's threads.
+(its workqueue threading layer aborts the process), so every call into this
+module goes through one process-wide lock: concurrent encode() calls are
+serialised, and each uses all of Numba's threads.
 """
 from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 
-from . import kernels, reference
-from .blas import POOL, BlasAttention, BlasLinear, one_blas_thread
+from . import reference
+from .blas import one_blas_thread
 from .config import ModelConfig
+from .matmul import SERIAL_TOKENS, plans
 
 _NUMBA_LOCK = threading.Lock()
 
@@ -50,8 +44,6 @@ class _Workspace:
     never needed at the same time, so they share one buffer: ffn overwrites
     q, k, v and the context once the attention output has been projected, and
     the next layer's q, k, v overwrite ffn once it has been projected down.
-    For e5-small that is 6 instead of 10 floats per token and hidden unit
-    (4,096 tokens: 38 MB instead of 63).
     """
 
     def __init__(self, config: ModelConfig):
@@ -76,16 +68,11 @@ class _Workspace:
 def fused_qkv(weights, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """One layer's query, key and value projections stacked: (weight [3H, H], bias [3H]).
 
-    x @ weight.T + bias is then q | k | v side by side, [N, 3H], in one matmul
-    instead of three: for a few tokens, where the time goes in reading the
-    weights and handing work to threads, one 12-token query runs its Q, K, V
-    projections in 2.5 ms instead of 3.6 (12 layers); 9.2 ms instead of 11.4
-    for a 128-token passage.
-
-    The stacked weight is a copy (1.8 MB per e5-small layer). Where the three
-    weights are float32 in the safetensors file it is read from the file
-    (weights.pread) straight into place, so the mapped pages of the originals
-    are never touched and do not count in the process's resident memory twice.
+    x @ weight.T + bias is then q | k | v side by side, [N, 3H]: one product
+    instead of three, one hand-over to the threads instead of three. The stacked
+    weight is a copy (1.8 MB per e5-small layer), read from the file
+    (weights.pread) straight into place where possible, so the mapped pages of
+    the originals are never touched and do not count twice in resident memory.
     """
     names = [prefix + f"attention.self.{part}.weight" for part in ("query", "key", "value")]
     H = weights[names[0]].shape[1]
@@ -109,16 +96,12 @@ class WordRows:
 
     word_rows(token_ids [N]) -> (table [U, H] float32, ids [N] into table), U = distinct ids.
 
-    Why not just index the memory-mapped matrix. It is 250,002 x 384 floats
-    (384 MB, 82 % of e5-small's file), and a batch reads a few thousand rows of
-    it, scattered. Reading a mapped page makes the kernel map its neighbours
-    too ("fault-around", 64 KB on Linux), so after a few batches most of the
-    384 MB counted in the process's resident memory (measured: +266 MB on
-    W3 of scripts/bench.py). Here each needed row is read with os.pread
-    (weights.pread: through the descriptor opened at load, so from the very
-    file that is mapped) into a small table instead: 1.5 KB per distinct id,
-    freed after the batch; the file stays in the OS page cache, shared and
-    reclaimable.
+    Why not index the memory-mapped matrix: it is 384 MB (82 % of e5-small's
+    file), a batch reads a few thousand scattered rows, and reading a mapped page
+    maps its neighbours too ("fault-around"), so after a few batches most of it
+    counts in the process's resident memory. Each needed row is read instead with
+    weights.pread (from the very file that is mapped) into a small table, freed
+    after the batch; the file stays in the OS page cache, shared and reclaimable.
 
     Where that is not possible (a float16 / bfloat16 file, converted in memory;
     no os.pread, as on Windows) the table is the matrix itself.
@@ -145,67 +128,15 @@ class WordRows:
         return table, ids.astype(np.int64, copy=False)
 
 
-class SplitLinear:
-    """out = x @ weight.T + bias for a few rows: kernels.linear_columns on Python threads.  Twin: reference.linear.
-
-    One short query (a dozen tokens) costs about 0.3 ms per linear layer. The
-    parallel kernels.linear wakes Numba's sleeping workers for each call, which
-    on the default ('workqueue') threading layer costs about as much as the
-    work; the serial twin avoids that but uses one core. Here the output
-    columns are cut into numba.get_num_threads() ranges (multiples of 4, the
-    micro-kernel's width): the calling thread computes one, blas.POOL's worker
-    threads the others, each streaming only its slice of the weight, and the
-    kernel releases the GIL. Measured on one 12-token query: 23 ms serial,
-    14 ms split over 2 threads.
-    """
-
-    def __call__(self, x, weight, bias, out) -> None:
-        N = weight.shape[0]
-        threads = numba.get_num_threads()
-        cuts = [min(N, (N * t // threads + 3) // 4 * 4) for t in range(threads)] + [N]  # [threads + 1]
-        POOL.run(kernels.linear_columns,
-                 [(x, weight, bias, out, cuts[t], cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]])
-
-
-# The linear layers of batches of SERIAL_TOKENS tokens or more (FastEncoder._plan chooses below that).
-MATMULS = {"auto": BlasLinear, "numba": lambda: kernels.linear, "blas": BlasLinear}
-
-
-class NumbaAttention:
-    """kernels.attention (or its serial twin) behind the attention calls' signature (see blas.BlasAttention).
-
-    With probs and cols it also writes the probabilities out, through
-    kernels.attention_probs, which runs the same per-head code (_head_probs).
-    """
-
-    def __init__(self, kernel_set):
-        self.kernel_set = kernel_set
-
-    def __call__(self, q, k, v, seq_starts, num_heads: int, out, probs=None, cols=None) -> None:
-        self.kernel_set.attention(q, k, v, seq_starts, num_heads, out)
-        if probs is not None:
-            kernels.attention_probs(q, k, seq_starts, num_heads, cols, probs)
-
-
 class FastEncoder:
     """The default forward pass. Same contract as reference.forward, different layout.
 
-    matmul: "auto" (the default: blas.BlasLinear and blas.BlasAttention from 64
-    tokens per batch, SplitLinear and the Numba attention below), "numba"
-    (minie5's Numba matmul and attention at every size: kernels.linear,
-    SplitLinear below 64 tokens) or "blas" (blas.BlasLinear and
-    blas.BlasAttention at every size).
+    matmul: "auto", "numba" or "blas", the engines of the products (see matmul.py).
     """
 
     def __init__(self, config: ModelConfig, weights: dict, matmul: str = "auto"):
-        if matmul not in MATMULS:
-            raise ValueError(f"matmul must be one of {tuple(MATMULS)}, got {matmul!r}")
         self.matmul = matmul
-        self.linear = MATMULS[matmul]()
-        # attention's two products: Numba's micro-kernel for "numba" and for a few tokens, sgemm otherwise
-        self.attention = NumbaAttention(kernels) if matmul == "numba" else BlasAttention()
-        self.serial_attention = NumbaAttention(kernels.SERIAL)
-        self.split_linear = SplitLinear()  # the linear layers of a batch of a few tokens
+        self.small_plan, self.large_plan = plans(matmul)  # below / from matmul.SERIAL_TOKENS tokens
         self.config = config
         self.w = weights
         self.qkv = [fused_qkv(weights, f"encoder.layer.{i}.") for i in range(config.num_hidden_layers)]
@@ -213,6 +144,10 @@ class FastEncoder:
         self.word_rows = WordRows(weights)
         self.token_type_row = np.ascontiguousarray(weights["embeddings.token_type_embeddings.weight"][0])
         self.token_type_row.setflags(write=False)
+
+    def plan(self, n_tokens: int):
+        """The engines for a batch of n_tokens packed tokens (matmul.py)."""
+        return self.large_plan if n_tokens >= SERIAL_TOKENS else self.small_plan
 
     # ------------------------------------------------------------------ packed API
     def forward_packed(self, token_ids: np.ndarray, positions: np.ndarray, seq_starts: np.ndarray) -> np.ndarray:
@@ -235,7 +170,7 @@ class FastEncoder:
         x, qkv, context, proj, ffn = self.work.views(N)  # ffn shares memory with qkv and context
         q, k, v = qkv[:, :H], qkv[:, H:2 * H], qkv[:, 2 * H:]  # [N, H] views, row stride 3H
         eps = float(c.layer_norm_eps)
-        kernel_set, linear, attention = self._plan(N)  # parallel kernels, or serial twins for a few tokens
+        kernel_set, linear, attention = self.plan(N)  # parallel kernels, or serial twins for a few tokens
         word_table, word_ids = self.word_rows(token_ids)  # the word-embedding rows this batch reads
         kernel_set.embed(word_ids, pos_rows, word_table,
                          w["embeddings.position_embeddings.weight"], self.token_type_row,
@@ -261,37 +196,13 @@ class FastEncoder:
                 record.hidden(x)
         return x
 
-    def _plan(self, n_tokens: int):
-        """(kernels, linear, attention) for a batch of n_tokens: see 'serial twins' in kernels.py.
-
-        Below kernels.SERIAL_TOKENS everything but the linear layers runs on the
-        calling thread (attention too, unless matmul="blas" was asked for), and
-        the linear layers on SplitLinear (Python threads, no Numba pool to wake);
-        from there the parallel kernels, self.linear and self.attention.
-
-        Why the Numba matmul for a few tokens and sgemm from there: a few tokens
-        (one short query) do little arithmetic per weight, so what counts is
-        reading each weight once, which the Numba kernel does with no start-up
-        cost (sgemm packs the weight first). Its arithmetic costs there about as
-        much as the reading, and the two add up (12 rows: 46-62 GFLOP/s per
-        thread re-reading one weight in cache, 30-40 reading the whole model in
-        turn, i.e. 5-7 GB/s, where two threads can read at 15 GB/s or more).
-        Thousands of tokens are compute-bound, where an optimised sgemm does
-        several times the FLOP/s of the Numba kernel (see minie5/blas.py).
-        """
-        if n_tokens >= kernels.SERIAL_TOKENS:
-            return kernels, self.linear, self.attention
-        if self.matmul == "blas":
-            return kernels.SERIAL, self.linear, self.attention
-        return kernels.SERIAL, self.split_linear, self.serial_attention
-
     def embed_packed(self, token_ids, positions, seq_starts, pooling: str) -> np.ndarray:
         """Encode and pool: -> [B, H] float32 (not normalised). Arguments as forward_packed."""
         rows = position_rows(self.config, token_ids, positions, seq_starts)
         with _NUMBA_LOCK, one_blas_thread():
             hidden = self._forward_packed(token_ids, rows, seq_starts)
             pooled = np.empty((seq_starts.shape[0] - 1, self.config.hidden_size), np.float32)
-            self._plan(token_ids.shape[0])[0].POOLERS[pooling](hidden, seq_starts, pooled)
+            self.plan(token_ids.shape[0]).kernels.POOLERS[pooling](hidden, seq_starts, pooled)
         return pooled
 
     # ------------------------------------------------------------------ padded API

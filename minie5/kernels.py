@@ -17,16 +17,22 @@ maths:
 
 Numba notes. All kernels are compiled once and cached on disk (cache=True).
 `np.dot`/`@` inside njit would need SciPy, so the matmul is written out here.
-Only the matmul, the softmax and the LayerNorms are compiled with fastmath,
-and only with the 'reassoc' and 'contract' flags (reorder sums, fuse
-multiply-adds): that lets LLVM vectorise their sums. No kernel uses nnan/ninf, and the softmax never sees an
-infinity (packed attention has no mask to add).
+Kernels whose time is in long sums (the matmul, softmax, LayerNorm) are
+compiled with fastmath REORDER_SUMS = {'reassoc', 'contract'} only: reordered
+sums and fused multiply-adds let LLVM vectorise them. No kernel uses nnan/ninf,
+and the softmax never sees an infinity (packed attention has no mask to add).
 
-Where the time goes (e5-small, 128-token texts): the four matmuls per layer
-(QKV, attention output, FFN up, FFN down) are about 95 % of the FLOPs
-(42.5 MFLOP per token); attention scores and mixing add 4*T*H FLOPs per token
-per layer (6 % at T = 128, 22 % at T = 512); LayerNorm, GELU and pooling are
-memory passes that cost a few percent.
+Threading layer. Importing this module makes Numba use its fork-safe
+'workqueue' layer for the whole process, unless NUMBA_THREADING_LAYER is set in
+the environment or numba.config.THREADING_LAYER was set before the import:
+Numba would otherwise pick GNU OpenMP, which kills a child process that uses it
+after fork() (multiprocessing's default on Linux). workqueue must not be
+entered from two threads at once; encoder.py holds a lock around every call.
+
+Where the time goes (e5-small): the four matmuls per layer are about 95 % of
+the FLOPs at 128 tokens (42.5 MFLOP per token); attention adds 4*T*H FLOPs per
+token per layer (6 % at T = 128, 22 % at T = 512); LayerNorm, GELU and pooling
+are memory passes (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -40,13 +46,8 @@ import numba
 import numpy as np
 from numba import prange
 
-# Threading layer. Numba picks OpenMP when it finds libgomp, and GNU OpenMP
-# kills a child process that uses it after fork() ("Terminating: fork() called
-# from a process already using GNU OpenMP"), which breaks multiprocessing's
-# default start method on Linux. The 'workqueue' layer is fork-safe; it is not
-# safe to enter from two threads at once, which encoder.py prevents with a lock.
-# An explicit NUMBA_THREADING_LAYER is respected.
-if not os.environ.get("NUMBA_THREADING_LAYER"):
+# The threading layer (see the module notes): workqueue, unless the user chose one.
+if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 
 
@@ -57,13 +58,10 @@ def njit(**options):
     ~/.cache) and raises at import when none of these is writable, e.g. a
     read-only site-packages and HOME. minie5 then redirects its own kernels'
     cache to a temporary directory (and says so once), and if even that fails
-    compiles them without a cache (about 20 s at every start).
+    compiles them without a cache, at every start.
     """
-    # error_model 'numpy': a float division by zero gives inf / nan as in NumPy
-    # instead of raising ZeroDivisionError. Python's model puts a test and a
-    # branch before every division, which stops LLVM vectorising a loop that
-    # divides (GELU's erf is p / q): the serial GELU ran at 6-7 ns per value
-    # against 0.9 inside a prange loop (which always uses NumPy's model).
+    # NumPy's error model (x / 0 gives inf, no ZeroDivisionError): Python's puts a test and a
+    # branch before every division, which stops LLVM vectorising a loop that divides (erf's p / q).
     options.setdefault("error_model", "numpy")
 
     def decorate(function):
@@ -89,7 +87,7 @@ def _njit_with_fallback_cache(function, options):
         note = f"caching them in {fallback} instead"
     except (OSError, RuntimeError):
         compiled = numba.njit(**{**options, "cache": False})(function)
-        note = "compiling them without a cache (about 20 s at every start)"
+        note = "compiling them without a cache, at every start"
     finally:
         numba.config.CACHE_DIR = saved
     if not _warned_cache:
@@ -99,7 +97,8 @@ def _njit_with_fallback_cache(function, options):
                       f"writable directory to choose the location.", RuntimeWarning, stacklevel=3)
     return compiled
 
-_GEMM_FASTMATH = {"reassoc", "contract"}  # no nnan / ninf: see the module notes
+
+REORDER_SUMS = {"reassoc", "contract"}  # fastmath flags: reorder sums, fuse multiply-adds; no nnan / ninf
 
 # Block sizes of the matmul: a task computes a [ROW_BLOCK, COL_BLOCK] tile of
 # the output; 64 rows of x (K = 1536: 384 KB) and 64 rows of the weight stay in L2.
@@ -107,7 +106,7 @@ ROW_BLOCK = 64
 COL_BLOCK = 64
 
 
-@njit(cache=True, fastmath=_GEMM_FASTMATH)
+@njit(cache=True, fastmath=REORDER_SUMS)
 def matmul_nt_tile(a, b, out, i0, i1, j0, j1):
     """out[i, j] = a[i] . b[j] for i in [i0, i1), j in [j0, j1): a tile of a @ b.T.  Twin: numpy's a @ b.T.
 
@@ -115,12 +114,10 @@ def matmul_nt_tile(a, b, out, i0, i1, j0, j1):
     products). This is the one matmul micro-kernel of minie5, used by `linear`
     (x @ weight.T) and by `attention` (q @ k.T, probs @ v). It computes a
     4 x 4 block of outputs at once: 16 running sums stay in registers and each
-    step loads 4 + 4 values for 16 multiply-adds. With fastmath 'reassoc'
-    LLVM vectorises the K loop (8 lanes on AVX2) and adds the lanes at the end.
-    (Measured against a 3 x 4 block, which fits AVX2's 16 vector registers with
-    room to spare: 4 x 4 is 7-18 % faster at 12 rows, compiled for this
-    machine's AVX-512 and for AVX2 alike (NUMBA_CPU_NAME=haswell), and a
-    64-row tile splits into whole strips.)
+    step loads 4 + 4 values for 16 multiply-adds; with 'reassoc' LLVM vectorises
+    the K loop and adds the lanes at the end. Every row goes through the same
+    block code (a last strip of 1-3 rows too), so a row's result does not
+    depend on where it sits in x.
     """
     K = a.shape[1]
     last = i1 - 1
@@ -168,7 +165,7 @@ def matmul_nt_tile(a, b, out, i0, i1, j0, j1):
         i += 4
 
 
-@njit(cache=True, fastmath=_GEMM_FASTMATH)
+@njit(cache=True, fastmath=REORDER_SUMS)
 def _dot(a, b, n):
     s = np.float32(0.0)
     for k in range(n):
@@ -176,7 +173,7 @@ def _dot(a, b, n):
     return s
 
 
-@njit(cache=True, fastmath=_GEMM_FASTMATH, inline="always")
+@njit(cache=True, fastmath=REORDER_SUMS, inline="always")
 def _linear_tile(x, weight, bias, out, i0, i1, j0, j1):
     """out[i0:i1, j0:j1] = x[i0:i1] @ weight[j0:j1].T + bias[j0:j1]: one micro-kernel call, then the bias
     is added while the tile is still in L1 cache."""
@@ -196,9 +193,7 @@ def linear(x, weight, bias, out):
     The output is cut into [ROW_BLOCK, COL_BLOCK] tiles spread over Numba's
     threads; each tile is one call of the micro-kernel, then the bias is added
     while the tile is still in L1 cache. Small M (one short text) still yields
-    N / COL_BLOCK tiles, so both threads stream half the weight each.
-    (GELU is not fused here: in this epilogue LLVM left the erf polynomial
-    scalar, and a separate `gelu` pass, which it vectorises, measured faster.)
+    N / COL_BLOCK tiles, so every thread reads its share of the weight.
     """
     M = x.shape[0]
     N = weight.shape[0]
@@ -210,14 +205,13 @@ def linear(x, weight, bias, out):
         _linear_tile(x, weight, bias, out, i0, min(i0 + ROW_BLOCK, M), j0, min(j0 + COL_BLOCK, N))
 
 
-@njit(cache=True, nogil=True, fastmath=_GEMM_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=REORDER_SUMS)
 def linear_columns(x, weight, bias, out, j0, j1):
     """out[:, j0:j1] = x @ weight[j0:j1].T + bias[j0:j1], on the calling thread.  Twin: reference.linear.
 
-    The serial piece of encoder.SplitLinear, which gives each of its threads
-    one range of output columns (one slice of the weight to stream). nogil:
-    the Python threads that call it run at the same time, with no Numba
-    thread pool to wake (see 'serial twins' below).
+    The serial piece of matmul.SplitLinear, which gives each of its threads one
+    range of output columns (one slice of the weight to read). nogil: the Python
+    threads that call it run at the same time, with no Numba thread pool to wake.
     """
     M = x.shape[0]
     for t0 in range(j0, j1, COL_BLOCK):
@@ -225,10 +219,9 @@ def linear_columns(x, weight, bias, out, j0, j1):
             _linear_tile(x, weight, bias, out, i0, min(i0 + ROW_BLOCK, M), t0, min(t0 + COL_BLOCK, j1))
 
 
-# erf(x) for float32 as a rational function (the approximation Eigen and XLA use
-# for float32): x * P(x^2) / Q(x^2) on x clamped to [-4, 4], where erf is +-1 to
-# float32 precision. Max abs error about 1e-7 against math.erf, and unlike a call
-# to libm's erf it is branch-free, so LLVM vectorises it (8 lanes on AVX2).
+# erf(x) for float32 as a rational function (the approximation Eigen and XLA use for
+# float32): x * P(x^2) / Q(x^2) on x clamped to [-4, 4], where erf is +-1 to float32
+# precision; max abs error about 1e-7. Unlike libm's erf it is branch-free, so LLVM vectorises it.
 _A0, _A1, _A2, _A3, _A4, _A5, _A6 = (np.float32(c) for c in (
     -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
     -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02))
@@ -257,10 +250,9 @@ def _gelu(x):
 def gelu(x, out):
     """out = GELU(x) elementwise (out may be x).  Twin: reference.gelu.  x, out: [M, N].
 
-    Each row goes through a scratch row: when out is x (as in encoder.py), a
-    loop reading x[i, j] and writing out[i, j] fails LLVM's run-time overlap
-    check and runs scalar in the serial twin (measured on 12 x 1536 values in
-    place: 5.2 ns per value, against 1.1 through the scratch row).
+    Each row goes through a scratch row: when out is x (as in encoder.py), a loop
+    reading x[i, j] and writing out[i, j] fails LLVM's run-time overlap check and
+    runs scalar in the serial twin.
     """
     M, N = x.shape
     for i in prange(M):
@@ -276,9 +268,8 @@ def _layer_norm_row(row, gamma, beta, eps, out_row):
     """LayerNorm of one vector into out_row (may be the same memory as row).
 
     Mean and variance are float64 sums; the kernels that inline this one are
-    compiled with fastmath 'reassoc', which lets LLVM vectorise those sums
-    (as plain loops they are one long dependency chain: 4 cycles per element,
-    most of LayerNorm's time).
+    compiled with REORDER_SUMS, which lets LLVM vectorise them (a plain sum is
+    one long dependency chain).
     """
     H = row.shape[0]
     mean = 0.0
@@ -294,7 +285,7 @@ def _layer_norm_row(row, gamma, beta, eps, out_row):
         out_row[c] = np.float32((row[c] - mean) * inv_std * gamma[c] + beta[c])
 
 
-@njit(cache=True, parallel=True, fastmath=_GEMM_FASTMATH)
+@njit(cache=True, parallel=True, fastmath=REORDER_SUMS)
 def add_layer_norm(x, residual, gamma, beta, eps, out):
     """out = LayerNorm(x + residual), row by row.  Twin: reference.layer_norm(x + residual, ...).
 
@@ -309,7 +300,7 @@ def add_layer_norm(x, residual, gamma, beta, eps, out):
         _layer_norm_row(row, gamma, beta, eps, out[t])
 
 
-@njit(cache=True, parallel=True, fastmath=_GEMM_FASTMATH)
+@njit(cache=True, parallel=True, fastmath=REORDER_SUMS)
 def embed(token_ids, positions, word_embeddings, position_embeddings, token_type_row, gamma, beta, eps, out):
     """out[t] = LayerNorm(word[token_ids[t]] + position[positions[t]] + token_type_row).  Twin: reference.embed.
 
@@ -329,7 +320,7 @@ def embed(token_ids, positions, word_embeddings, position_embeddings, token_type
 _LOG2E = np.float32(1.4426950408889634)
 
 
-@njit(cache=True, fastmath=_GEMM_FASTMATH, nogil=True)
+@njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
 def softmax_rows(scores, scale, exp_bits):
     """scores[i] = softmax(scale * scores[i]) for each row, in place.  Twin: the softmax in reference.attention.
 
@@ -343,11 +334,9 @@ def softmax_rows(scores, scale, exp_bits):
     finite and at most 0 after subtracting the row max, so there is no
     overflow, and exponents below -126 are flushed to 2^-126 (a weight of 1e-38).
 
-    Where the time goes: the row maximum and the row total are reductions, one
-    long dependency chain each if written as a plain loop (4 cycles per
-    element: they took more time than the exponentials). The maximum runs as 8
-    independent chains; the float64 total is vectorised by LLVM, which the
-    'reassoc' flag allows (it may add in any order).
+    The row maximum runs as 8 independent chains and the float64 total is
+    vectorised under REORDER_SUMS: as plain loops, these two reductions took
+    more time than the exponentials.
     """
     L = scores.shape[1]
     to_log2 = np.float32(scale) * _LOG2E  # exp(scale * (x - max)) = 2^((x - max) * to_log2)
@@ -415,10 +404,8 @@ def attention(q, k, v, seq_starts, num_heads, out):
     A text attends only to its own tokens, which is what BERT's padding mask
     achieves in a padded batch. Both products run on the matmul micro-kernel
     (for probs @ v_a, v_a is first copied transposed so its rows are contiguous).
-    Tasks are (text, head) pairs spread over Numba's threads. encoder.py uses
-    it (and its serial twin) below 64 tokens per batch and with
-    matmul="numba"; from 64 tokens blas.BlasAttention runs the two products
-    on sgemm, about 1.6x faster (the inner dimension of q k^T is only 32).
+    Tasks are (text, head) pairs spread over Numba's threads. From 64 tokens
+    per batch the default plan runs blas.BlasAttention instead (matmul.py).
     """
     H = q.shape[1]
     D = H // num_heads
@@ -522,18 +509,10 @@ POOLERS = {"mean": mean_pool, "cls": cls_pool, "max": max_pool}
 
 
 # ---------------------------------------------------------------- serial twins
-# For a handful of tokens (one short query) a kernel's work is tens of microseconds,
-# about what it takes the 'workqueue' threading layer to wake its sleeping worker
-# threads, which every parallel kernel call waits for (about 100 calls per forward
-# pass). encoder.py therefore runs batches of fewer than SERIAL_TOKENS tokens on these:
-# the same functions compiled without parallel=True (prange runs as range), on the
-# calling thread, except the linear layers, which encoder.SplitLinear cuts into column
-# ranges for Python threads (kernels.linear_columns releases the GIL; a Python thread
-# pool hands work over faster than the workqueue layer). Measured on one 12-token
-# query: 27 ms with the parallel kernels, 17 ms with the serial twins, 12 ms with the
-# linear layers split. Each twin has its own name, so its disk-cache entry is its own.
-
-SERIAL_TOKENS = 64
+# The same kernels compiled without parallel=True (prange runs as range), for batches of a
+# few tokens (one short query), where waking Numba's thread pool for each of about 100
+# kernel calls per forward pass costs more than the work (matmul.py chooses). Each twin
+# has its own name, so its disk-cache entry is its own.
 
 
 def _serial_twin(kernel):
@@ -547,7 +526,7 @@ def _serial_twin(kernel):
 
 
 SERIAL = types.SimpleNamespace(
-    embed=_serial_twin(embed), attention=_serial_twin(attention),  # no linear: see encoder.SplitLinear
+    embed=_serial_twin(embed), attention=_serial_twin(attention),  # no linear: see matmul.SplitLinear
     add_layer_norm=_serial_twin(add_layer_norm), gelu=_serial_twin(gelu),
     POOLERS={name: _serial_twin(pool) for name, pool in POOLERS.items()},
 )

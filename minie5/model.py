@@ -26,7 +26,6 @@ from .weights import load_weights
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 BACKENDS = ("fast", "reference")
-MATMULS = ("auto", "numba", "blas")  # the fast path's linear layers: see load()
 LONG_MODES = ("truncate", "window")  # what encode() does with a text longer than max_length tokens
 DEFAULT_CHUNK_SIZE = 4096  # texts read, sorted by length and embedded together by encode_chunks / encode_iter
 
@@ -401,12 +400,12 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None =
     """Load a model from a local directory or a Hugging Face repo id.
 
     backend: "fast" (Numba kernels, the default) or "reference" (plain NumPy).
-    matmul: the fast path's matrix products (linear layers and attention's per-head
-    products): "auto" (the default: minie5's Numba kernels below 64 tokens per
-    batch, numpy's sgemm on one BLAS thread per Numba thread from there, see
-    minie5/blas.py), "numba" (the Numba kernels always) or "blas" (the sgemm
-    always). All three give the same results to float32 rounding.
+    matmul: the engine of the fast path's matrix products: "auto" (the default:
+    minie5's Numba matmul below 64 tokens per batch, numpy's sgemm from there),
+    "numba" (the Numba matmul always) or "blas" (sgemm always); see matmul.py.
+    All three give the same results to float32 rounding (docs/behaviour.md).
     """
+    from .matmul import MATMULS  # imports Numba and its kernels (compiled on first use)
     if matmul not in MATMULS:
         raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
     model_dir = resolve_model_dir(name_or_path, revision)

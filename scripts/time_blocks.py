@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import minie5  # noqa: E402
-from minie5 import encoder, kernels  # noqa: E402
+from minie5 import encoder  # noqa: E402
+from minie5.matmul import Plan  # noqa: E402
 
 LINEAR_BLOCKS = {  # a weight's name -> the block its matmul belongs to (Q, K, V: FastEncoder.qkv)
     "attention.output.dense.weight": "attention output projection",
@@ -72,21 +73,18 @@ def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
             totals[block_of_weight[id(weight)]] += time.perf_counter() - start
         return run
 
-    def timed_kernel_set(kernel_set):  # every kernel of the set, then timers on these:
-        timed_set = types.SimpleNamespace(**vars(kernel_set))
-        timed_set.embed = timed("embeddings (lookup + LayerNorm)", kernel_set.embed)
-        timed_set.add_layer_norm = timed("residual add + LayerNorm", kernel_set.add_layer_norm)
-        timed_set.gelu = timed("GELU", kernel_set.gelu)
-        timed_set.POOLERS = {k: timed("pooling", f) for k, f in kernel_set.POOLERS.items()}
-        return timed_set
+    def timed_kernel_set(kernel_set):  # what the encoder calls of kernels / kernels.SERIAL, with timers
+        return types.SimpleNamespace(
+            embed=timed("embeddings (lookup + LayerNorm)", kernel_set.embed),
+            add_layer_norm=timed("residual add + LayerNorm", kernel_set.add_layer_norm),
+            gelu=timed("GELU", kernel_set.gelu),
+            POOLERS={k: timed("pooling", f) for k, f in kernel_set.POOLERS.items()})
 
-    fast.linear = timed_linear(fast.linear)
-    fast.split_linear = timed_linear(fast.split_linear)  # a few tokens
-    fast.attention = timed("attention (scores, softmax, mix)", fast.attention)  # sgemm (or Numba) attention
-    fast.serial_attention = timed("attention (scores, softmax, mix)", fast.serial_attention)  # a few tokens
-    timed_kernels = timed_kernel_set(kernels)  # the parallel kernels (64 tokens or more)...
-    timed_kernels.SERIAL = timed_kernel_set(kernels.SERIAL)  # ...and their serial twins (fewer)
-    encoder.kernels = timed_kernels
+    def timed_plan(plan: Plan) -> Plan:
+        return Plan(timed_kernel_set(plan.kernels), timed_linear(plan.linear),
+                    timed("attention (scores, softmax, mix)", plan.attention))
+
+    fast.small_plan, fast.large_plan = timed_plan(fast.small_plan), timed_plan(fast.large_plan)
 
 
 def main(argv=None) -> dict:
@@ -112,20 +110,15 @@ def main(argv=None) -> dict:
     plain = min(plain_runs)
 
     runs = []
-    saved = encoder.kernels
-    untimed = fast.linear, fast.split_linear, fast.attention, fast.serial_attention  # this encoder's matmuls, attentions
-    try:
-        for _ in range(args.repeats + 1):
-            totals = defaultdict(float)
-            instrument(fast, totals)
-            start = time.perf_counter()
-            fast.embed_packed(*packed, c.pooling)
-            totals["total (wall)"] = time.perf_counter() - start
-            runs.append(dict(totals))
-            fast.linear, fast.split_linear, fast.attention, fast.serial_attention = untimed
-            encoder.kernels = saved
-    finally:
-        encoder.kernels = saved
+    untimed = fast.small_plan, fast.large_plan  # this encoder's engines (matmul.py), timers put on copies
+    for _ in range(args.repeats + 1):
+        totals = defaultdict(float)
+        instrument(fast, totals)
+        start = time.perf_counter()
+        fast.embed_packed(*packed, c.pooling)
+        totals["total (wall)"] = time.perf_counter() - start
+        runs.append(dict(totals))
+        fast.small_plan, fast.large_plan = untimed
     runs = runs[1:]  # the first timed run warms the wrappers
     blocks = [b for b in runs[0] if b != "total (wall)"]
     best = min(runs, key=lambda r: r["total (wall)"])  # the least disturbed run (the machine may be shared)

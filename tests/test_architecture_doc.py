@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import minie5
-from minie5 import blas, encoder, kernels, reference
+from minie5 import blas, encoder, kernels, matmul, reference, workers
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "architecture.md"
@@ -25,8 +25,10 @@ def test_line_anchors_point_at_the_named_function():
 
 def test_named_functions_exist():
     text = DOC.read_text(encoding="utf-8")
-    modules = {"reference": reference, "kernels": kernels, "encoder": encoder, "blas": blas}
-    named = {m for m in re.findall(r"`(reference|kernels|encoder|blas)\.(\w+)`", text) if m[1] != "py"}  # not file names
+    modules = {"reference": reference, "kernels": kernels, "encoder": encoder, "blas": blas, "matmul": matmul,
+               "workers": workers}
+    named = {m for m in re.findall(r"`(reference|kernels|encoder|blas|matmul|workers)\.(\w+)`", text)
+             if m[1] != "py"}  # not file names
     assert len(named) >= 15
     for module, name in named:
         assert hasattr(modules[module], name), f"{module}.{name}"

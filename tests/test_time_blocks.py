@@ -15,9 +15,7 @@ def test_flops_per_token_by_hand(e5_model):
     assert flops["attention (scores, softmax, mix)"] == 12 * 4 * 128 * 384  # 2.4 M at T = 128
 
 
-def test_time_blocks_runs_and_restores_the_kernels(e5_dir, capsys):
-    from minie5 import encoder, kernels
-
+def test_time_blocks_runs(e5_dir, capsys):
     result = load_script("time_blocks.py").main(["--model", str(e5_dir), "--batch", "2", "--tokens", "16", "--repeats", "1"])
     out = capsys.readouterr().out
     best = result["best"]
@@ -25,4 +23,3 @@ def test_time_blocks_runs_and_restores_the_kernels(e5_dir, capsys):
     assert {"FFN up (H -> F)", "Q, K, V projections", "attention (scores, softmax, mix)", "GELU"} <= set(blocks)
     assert 0 < sum(best[b] for b in blocks) <= best["total (wall)"]
     assert "FLOPs per token at T = 16" in out
-    assert encoder.kernels is kernels  # the timers are gone

@@ -1,0 +1,83 @@
+"""Which engine runs the fast path's products, by the `matmul` setting and the batch's token count.
+
+    matmul=   fewer than SERIAL_TOKENS (64) tokens          SERIAL_TOKENS or more
+    "auto"    SplitLinear, Numba attention (serial)         BlasLinear, BlasAttention (sgemm)
+    "numba"   SplitLinear, Numba attention (serial)         kernels.linear, kernels.attention
+    "blas"    BlasLinear, BlasAttention                     BlasLinear, BlasAttention
+
+Below SERIAL_TOKENS the other kernels (embed, LayerNorm, GELU, pooling) run as
+their serial twins on the calling thread (kernels.SERIAL): for one short query a
+kernel's work is tens of microseconds, about what waking Numba's thread pool
+costs. From SERIAL_TOKENS on they run in parallel (kernels).
+
+Why two engines: a few tokens do little arithmetic per weight, so what counts is
+reading each weight once, which minie5's Numba matmul does with no start-up cost
+(sgemm packs the weight first); thousands of tokens are compute-bound, where
+sgemm's micro-kernel does several times the FLOP/s. All three settings give the
+same results to float32 rounding (docs/behaviour.md); the figures behind the
+threshold are in docs/performance.md.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numba
+
+from . import kernels
+from .blas import BlasAttention, BlasLinear
+from .workers import POOL
+
+MATMULS = ("auto", "numba", "blas")
+SERIAL_TOKENS = 64
+
+
+class Plan(NamedTuple):
+    """The engines for one batch: what encoder.FastEncoder calls for each step of a layer."""
+    kernels: object  # kernels (parallel) or kernels.SERIAL: embed, add_layer_norm, gelu, POOLERS
+    linear: Callable  # linear(x, weight, bias, out): out = x @ weight.T + bias
+    attention: Callable  # attention(q, k, v, seq_starts, num_heads, out, probs=None, cols=None)
+
+
+def plans(matmul: str) -> tuple[Plan, Plan]:
+    """The two plans of a matmul setting: (below SERIAL_TOKENS tokens, from SERIAL_TOKENS on)."""
+    if matmul not in MATMULS:
+        raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
+    if matmul == "blas":
+        return Plan(kernels.SERIAL, BlasLinear(), BlasAttention()), Plan(kernels, BlasLinear(), BlasAttention())
+    small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL))
+    if matmul == "numba":
+        return small, Plan(kernels, kernels.linear, NumbaAttention(kernels))
+    return small, Plan(kernels, BlasLinear(), BlasAttention())
+
+
+class SplitLinear:
+    """out = x @ weight.T + bias for a few rows: kernels.linear_columns on Python threads.  Twin: reference.linear.
+
+    The output columns are cut into numba.get_num_threads() ranges (multiples of
+    4, the micro-kernel's width); the calling thread computes one and
+    workers.POOL's threads the others, each reading only its slice of the weight.
+    The kernel releases the GIL, and no Numba thread pool has to wake up.
+    """
+
+    def __call__(self, x, weight, bias, out) -> None:
+        N = weight.shape[0]
+        threads = numba.get_num_threads()
+        cuts = [min(N, (N * t // threads + 3) // 4 * 4) for t in range(threads)] + [N]  # [threads + 1]
+        POOL.run(kernels.linear_columns,
+                 [(x, weight, bias, out, cuts[t], cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]])
+
+
+class NumbaAttention:
+    """kernels.attention (or its serial twin) behind BlasAttention's signature.
+
+    With probs and cols it also writes the probabilities out, through
+    kernels.attention_probs, which runs the same per-head code (_head_probs).
+    """
+
+    def __init__(self, kernel_set):
+        self.kernel_set = kernel_set
+
+    def __call__(self, q, k, v, seq_starts, num_heads: int, out, probs=None, cols=None) -> None:
+        self.kernel_set.attention(q, k, v, seq_starts, num_heads, out)
+        if probs is not None:
+            kernels.attention_probs(q, k, seq_starts, num_heads, cols, probs)
