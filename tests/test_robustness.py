@@ -125,6 +125,23 @@ def test_fork_after_load_works(model):
     assert np.array_equal(got, expected)
 
 
+@pytest.mark.parametrize("how", ["default", "environment", "numba.config"])
+def test_threading_layer_is_workqueue_unless_the_user_chose_one(e5_dir, how):
+    """kernels.py selects Numba's fork-safe workqueue layer for the process, unless NUMBA_THREADING_LAYER
+    is set or numba.config.THREADING_LAYER was set before minie5 was imported (docs/behaviour.md)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    setup = ""
+    if how == "environment":
+        env["NUMBA_THREADING_LAYER"] = "omp"
+    elif how == "numba.config":
+        setup = "import numba; numba.config.THREADING_LAYER = 'omp'; "
+    code = (f"{setup}import numba, minie5; minie5.load({str(e5_dir)!r}).encode(['query: x'] * 40); "
+            f"print(numba.threading_layer())")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == ("workqueue" if how == "default" else "omp")
+
+
 def test_numba_cache_dir_is_honoured(e5_dir, tmp_path):
     cache = tmp_path / "numba-cache"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
