@@ -8,8 +8,11 @@
 
 The pipeline, one module per step:
     hub.py (repo id -> files) -> config.py, weights.py, tokenizer.py (read once)
-    -> reference.py (the NumPy textbook) / encoder.py + kernels.py (the Numba fast path)
-    -> model.py (pooling, normalisation, the public API)
+    -> model.py (texts -> ids -> batches; the public API)
+    -> reference.py (the NumPy textbook: encoder, pooling) or the fast path:
+       encoder.py (packed tokens) on kernels.py (Numba) and blas.py (sgemm), chosen by matmul.py
+    -> pooling (mean, cls or max: reference.py / kernels.py) -> L2 normalisation
+docs/architecture.md is the map.
 """
 from .config import ModelConfig
 from .errors import InputError, Minie5Error, Minie5Warning, ModelFileError, TruncationWarning, UnsupportedModelError

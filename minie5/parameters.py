@@ -19,17 +19,13 @@ and is what `minie5 info` prints.
 """
 from __future__ import annotations
 
-import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelFileError
+from . import weights
 from .weights import canonical_name
 
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-               "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 LAYER_PARTS = ("attention", "FFN", "LayerNorm")  # the columns of the per-layer table
 EMBEDDING_PARTS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
 
@@ -68,25 +64,13 @@ class SafetensorsHeader:
 def read_header(path: str | Path) -> SafetensorsHeader:
     """The tensors a .safetensors file holds, from its header only (no weight is read)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            first = f.read(8)
-            if len(first) != 8:
-                raise ModelFileError(path, "is too short to be a safetensors file")
-            (length,) = struct.unpack("<Q", first)
-            if length > path.stat().st_size - 8:
-                raise ModelFileError(path, f"header length {length} exceeds the file size")
-            header = json.loads(f.read(length))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(path, f"has no readable safetensors header ({e})") from None
+    header, data_start = weights.read_header(path)
     tensors = []
     for name, entry in header.items():
-        if name == "__metadata__":
-            continue
         begin, end = entry["data_offsets"]
         tensors.append(TensorInfo(name, entry["dtype"], tuple(entry["shape"]), end - begin))
     tensors.sort(key=lambda t: header[t.name]["data_offsets"][0])  # file order
-    return SafetensorsHeader(path, length, tuple(tensors))
+    return SafetensorsHeader(path, data_start - 8, tuple(tensors))
 
 
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.*)$")

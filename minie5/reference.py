@@ -24,7 +24,7 @@ import numpy as np
 
 from .config import ModelConfig
 
-Weights = dict  # {tensor name: float32 array}, see weights.py
+Tensors = dict  # {tensor name: float32 array}: what weights.load_weights returns
 
 
 def layer_norm(x, gamma, beta, eps):
@@ -56,7 +56,7 @@ def position_ids(config: ModelConfig, input_ids):
     return np.where(real, config.position_offset + count, config.pad_token_id)
 
 
-def embed(config: ModelConfig, w: Weights, input_ids):
+def embed(config: ModelConfig, w: Tensors, input_ids):
     # input_ids: [B, T] -> hidden: [B, T, H]
     words = w["embeddings.word_embeddings.weight"][input_ids]  # [B, T, H] one row per token id
     positions = w["embeddings.position_embeddings.weight"][position_ids(config, input_ids)]  # [B, T, H]
@@ -65,7 +65,7 @@ def embed(config: ModelConfig, w: Weights, input_ids):
     return layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], config.layer_norm_eps)
 
 
-def attention(config: ModelConfig, w: Weights, prefix: str, x, attention_mask):
+def attention(config: ModelConfig, w: Tensors, prefix: str, x, attention_mask):
     # x: [B, T, H], attention_mask: [B, T] (1 = real token, 0 = padding)
     #   -> out: [B, T, H], attn_probs: [B, A, T, T] (row t: how much query t reads from each key)
     B, T, H = x.shape
@@ -89,14 +89,14 @@ def attention(config: ModelConfig, w: Weights, prefix: str, x, attention_mask):
     return out, attn_probs  # [B, T, H], [B, A, T, T]
 
 
-def feed_forward(w: Weights, prefix: str, x):
+def feed_forward(w: Tensors, prefix: str, x):
     # x: [B, T, H] -> [B, T, F] -> [B, T, H]
     h = linear(x, w[prefix + "intermediate.dense.weight"], w[prefix + "intermediate.dense.bias"])  # [B, T, F]
     h = gelu(h)  # [B, T, F]
     return linear(h, w[prefix + "output.dense.weight"], w[prefix + "output.dense.bias"])  # [B, T, H]
 
 
-def encoder_layer(config: ModelConfig, w: Weights, i: int, x, attention_mask):
+def encoder_layer(config: ModelConfig, w: Tensors, i: int, x, attention_mask):
     # x: [B, T, H] -> [B, T, H] (and the layer's attention probabilities [B, A, T, T])
     # post-LayerNorm residual blocks, as in BERT
     p = f"encoder.layer.{i}."
@@ -109,7 +109,7 @@ def encoder_layer(config: ModelConfig, w: Weights, i: int, x, attention_mask):
     return out, attn_probs  # [B, T, H], [B, A, T, T]
 
 
-def forward(config: ModelConfig, w: Weights, input_ids, attention_mask):
+def forward(config: ModelConfig, w: Tensors, input_ids, attention_mask):
     # input_ids, attention_mask: [B, T] -> last hidden state: [B, T, H] float32
     x = embed(config, w, input_ids)  # [B, T, H]
     for i in range(config.num_hidden_layers):
@@ -117,7 +117,7 @@ def forward(config: ModelConfig, w: Weights, input_ids, attention_mask):
     return x.astype(np.float32)
 
 
-def forward_with_intermediates(config: ModelConfig, w: Weights, input_ids, attention_mask):
+def forward_with_intermediates(config: ModelConfig, w: Tensors, input_ids, attention_mask):
     # forward(), keeping what it passes through (what transformers returns with
     # output_hidden_states=True, output_attentions=True):
     #   hidden_states: L + 1 arrays [B, T, H] float32, the embeddings' output, then each layer's

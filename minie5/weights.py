@@ -71,13 +71,31 @@ def canonical_name(key: str) -> str:
     return key
 
 
-def _read_header(path: Path) -> tuple[dict, int]:
-    """The safetensors header (name -> dtype, shape, data_offsets) and where data starts."""
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
+def read_header(path: str | Path) -> tuple[dict, int]:
+    """A .safetensors file's header and the byte offset where its tensor data starts.
+
+    The file is 8 bytes N (unsigned 64-bit little-endian), N bytes of JSON
+    {name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, ...,
+    "__metadata__": ...}, then the tensors' bytes, offsets counting from the
+    end of the header. Returns ({name: entry} without "__metadata__", 8 + N);
+    reads no tensor. A file that has no such header raises ModelFileError.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            first = f.read(8)
+            if len(first) != 8:
+                raise ModelFileError(path, "is too short to be a safetensors file")
+            (length,) = struct.unpack("<Q", first)
+            if length > path.stat().st_size - 8:
+                raise ModelFileError(path, f"header length {length} exceeds the file size")
+            header = json.loads(f.read(length))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(path, f"has no readable safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(path, "has no readable safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
-    return header, 8 + header_len
+    return header, 8 + length
 
 
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
@@ -126,7 +144,7 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
             keys = list(f.keys())
     except Exception as e:  # safetensors raises its own SafetensorError / OSError
         raise ModelFileError(path, f"is not a valid safetensors file ({e})") from None
-    header, data_start = _read_header(path)
+    header, data_start = read_header(path)
 
     expected = expected_shapes(config)
     by_name: dict[str, str] = {}
