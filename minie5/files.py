@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, json_type
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -196,12 +196,6 @@ def numbered_lines(f, copy_to=None):
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         yield number, raw
-
-
-def json_type(value) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------- writing

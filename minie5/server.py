@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from .batcher import Batcher, BatchFailed, BatcherStopped
-from .errors import InputError
+from .errors import InputError, json_type
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "passage", "none")  # input_type values; "none": texts as given
@@ -108,7 +108,7 @@ def parse_inputs(value, max_inputs: int) -> tuple[list, bool]:
     if isinstance(value, str):
         return [value], False
     if not isinstance(value, list):
-        raise bad_request(f"'input' is {json_type(value)}; it must be {INPUT_FORMS}", param="input")
+        raise bad_request(f"'input' is {json_type(value, article=True)}; it must be {INPUT_FORMS}", param="input")
     if not value:
         raise bad_request("'input' is an empty list; give at least one input", param="input")
     if all(is_token_id(x) for x in value):
@@ -124,27 +124,13 @@ def parse_inputs(value, max_inputs: int) -> tuple[list, bool]:
     else:
         for i, text in enumerate(value):
             if not isinstance(text, str):
-                raise bad_request(f"input[{i}] is {json_type(text)}; 'input' must be {INPUT_FORMS}", param="input")
+                raise bad_request(f"input[{i}] is {json_type(text, article=True)}; 'input' must be {INPUT_FORMS}",
+                                  param="input")
         inputs, is_tokens = value, False
     if len(inputs) > max_inputs:
         raise bad_request(f"'input' has {len(inputs)} items; at most {max_inputs} per request",
                           param="input", code="too_many_inputs")
     return inputs, is_tokens
-
-
-def json_type(value) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
 
 
 def prompt_from_model_name(model: str) -> str | None:
@@ -159,7 +145,7 @@ def prompt_from_model_name(model: str) -> str | None:
 def parse_embedding_request(body, settings: ServerSettings, dimension: int) -> EmbeddingRequest:
     """A parsed JSON body -> EmbeddingRequest, or ApiError(400) naming the field at fault."""
     if not isinstance(body, dict):
-        raise bad_request(f"the request body is {json_type(body)}; it must be a JSON object")
+        raise bad_request(f"the request body is {json_type(body, article=True)}; it must be a JSON object")
     unknown = [name for name in body if name not in REQUEST_FIELDS]
     if unknown:
         raise bad_request(f"unrecognized request argument: {unknown[0]!r} (known: {', '.join(REQUEST_FIELDS)})",
@@ -169,7 +155,7 @@ def parse_embedding_request(body, settings: ServerSettings, dimension: int) -> E
     inputs, is_tokens = parse_inputs(body["input"], settings.max_inputs)
     model = body.get("model", settings.model_name)
     if not isinstance(model, str):
-        raise bad_request(f"'model' is {json_type(model)}; it must be a string", param="model")
+        raise bad_request(f"'model' is {json_type(model, article=True)}; it must be a string", param="model")
     encoding_format = body.get("encoding_format") or "float"
     if encoding_format not in ENCODING_FORMATS:
         raise bad_request(f"'encoding_format' is {encoding_format!r}; it must be 'float' or 'base64'",
@@ -179,7 +165,7 @@ def parse_embedding_request(body, settings: ServerSettings, dimension: int) -> E
         raise bad_request(f"'dimensions' is {dimensions!r}; this model's embeddings have {dimension} dimensions "
                           f"and cannot be shortened", param="dimensions")
     if body.get("user") is not None and not isinstance(body["user"], str):
-        raise bad_request(f"'user' is {json_type(body['user'])}; it must be a string", param="user")
+        raise bad_request(f"'user' is {json_type(body['user'], article=True)}; it must be a string", param="user")
     input_type = body.get("input_type")
     if input_type is not None and input_type not in INPUT_TYPES:
         raise bad_request(f"'input_type' is {input_type!r}; it must be one of {', '.join(INPUT_TYPES)}",

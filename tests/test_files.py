@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from minie5.errors import InputError
+from minie5.errors import InputError, json_type
 from minie5.files import NpyWriter, TextFile, write_jsonl
 
 
@@ -66,6 +66,17 @@ def test_bad_jsonl_lines_name_the_line(tmp_path, content, message):
     path.write_text(content, encoding="utf-8")
     with pytest.raises(InputError, match=message):
         TextFile(str(path)).scan()
+
+
+@pytest.mark.parametrize("text, name, with_article", [
+    ('{"a": 1}', "object", "an object"), ("[1]", "array", "a list"), ('"s"', "string", "a string"),
+    ("3", "number", "a number"), ("2.5", "number", "a number"), ("true", "boolean", "a boolean"),
+    ("null", "null", "null"),
+])
+def test_json_type_names_both_wordings(text, name, with_article):
+    """files.py's messages say "a JSON array"; the server's say "is a list" (OpenAI's word)."""
+    assert json_type(json.loads(text)) == name
+    assert json_type(json.loads(text), article=True) == with_article
 
 
 def test_missing_file(tmp_path):
