@@ -36,7 +36,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, Minie5Error, Minie5Warning
-from .files import STDIN, TextFile, NpyWriter, atomic_path, write_jsonl
+from .files import STDIN, TextFile, saved_index, saving_npy, write_blocks_jsonl, write_jsonl_file, write_npy
 from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
 
 PROG = "minie5"
@@ -194,31 +194,13 @@ def run_embed(args: argparse.Namespace) -> int:
         if kind == "npy":
             write_npy(args.output, blocks, total, model.config.hidden_size)
         elif kind == "jsonl":
-            with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
-                write_blocks_jsonl(f, blocks)
+            write_jsonl_file(args.output, blocks)
         else:
             write_blocks_jsonl(sys.stdout, blocks)
         return 0
     finally:
         if source is not None:
             source.close()
-
-
-def write_npy(path: str, blocks, rows: int, dim: int) -> None:
-    """Blocks of embeddings -> a float32 [rows, dim] .npy file, written incrementally, complete or absent."""
-    with atomic_path(path) as tmp:
-        writer = NpyWriter(tmp, rows, dim)
-        for block in blocks:
-            writer.write(block)
-        writer.close()
-
-
-def write_blocks_jsonl(stream, blocks) -> None:
-    index = 0
-    for block in blocks:
-        write_jsonl(stream, block, index)
-        index += len(block)
-    stream.flush()
 
 
 # ---------------------------------------------------------------- search
@@ -247,22 +229,6 @@ def default_index_path(corpus: str) -> Path:
     return Path(corpus).with_suffix(".npy")
 
 
-def saved_index(path: Path, corpus: str, rows: int, dim: int) -> tuple[np.ndarray | None, str]:
-    """The saved embeddings at path if they fit the corpus (memory-mapped), else None; and why not."""
-    if not path.is_file():
-        return None, f"{path} does not exist"
-    if path.stat().st_mtime < Path(corpus).stat().st_mtime:
-        return None, f"{path} is older than {corpus}"
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as e:
-        return None, f"{path} is not a readable .npy file ({e})"
-    if array.dtype != np.float32 or array.shape != (rows, dim):
-        return None, (f"{path} holds {array.dtype} {list(array.shape)}, the corpus needs float32 "
-                      f"[{rows}, {dim}] (one row per line)")
-    return array, ""
-
-
 def corpus_blocks(args: argparse.Namespace, model, source: TextFile, options: dict):
     """The corpus embeddings as [k, hidden] blocks: from a saved index, or computed (and saved with --index)."""
     rows, dim = source.report.texts, model.config.hidden_size
@@ -279,12 +245,7 @@ def corpus_blocks(args: argparse.Namespace, model, source: TextFile, options: di
     if not args.index:
         yield from blocks
         return
-    with atomic_path(path) as tmp:
-        writer = NpyWriter(tmp, rows, dim)
-        for block in blocks:
-            writer.write(block)
-            yield block
-        writer.close()
+    yield from saving_npy(path, blocks, rows, dim)
     if not args.quiet:
         info(f"saved the corpus embeddings in {path}")
 

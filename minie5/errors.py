@@ -1,4 +1,4 @@
-"""The exceptions minie5 raises on its own account.
+"""The exceptions minie5 raises on its own account, and json_type() for their messages.
 
 Every error about a model directory names the file (and, where there is one,
 the field or tensor) at fault, so that a user can fix the file without reading
@@ -36,6 +36,21 @@ class InputError(Minie5Error, ValueError):
         if self.path is not None:
             where = f"{self.path}: " if line is None else f"{self.path}: line {line}: "
         super().__init__(where + message)
+
+
+def json_type(value, article: bool = False) -> str:
+    """A parsed JSON value's type, for error messages: "object", "array", "string", "number", "boolean", "null".
+
+    article=True: "an object", "a list", "a string"... (the server's wording: OpenAI's API says list).
+    """
+    if value is None:
+        return "null"
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    name = names.get(type(value), type(value).__name__)
+    if not article:
+        return name
+    name = "list" if name == "array" else name
+    return ("an " if name[0] in "aeiou" else "a ") + name
 
 
 class Minie5Warning(UserWarning):

@@ -20,9 +20,12 @@ is the empty string, never skipped, so row i of the output is line i + 1.
 
 Writing. NpyWriter fills a float32 [rows, dim] .npy file a block at a time
 (the file is created by numpy's open_memmap; each block is mapped, written
-and unmapped, so memory does not grow with the row count). write_jsonl()
-writes {"index": i, "embedding": [...]} lines. atomic_path() makes the output
-appear under its final name only when it is complete.
+and unmapped, so memory does not grow with the row count); write_npy() and
+saving_npy() feed it the blocks Model.encode_chunks yields. write_jsonl()
+writes {"index": i, "embedding": [...]} lines, write_blocks_jsonl() and
+write_jsonl_file() a stream of blocks. atomic_path() makes every output file
+appear under its final name only when it is complete. saved_index() reads
+back an .npy file if it still fits its corpus.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, json_type
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -198,12 +201,6 @@ def numbered_lines(f, copy_to=None):
         yield number, raw
 
 
-def json_type(value) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
 # ---------------------------------------------------------------- writing
 class NpyWriter:
     """A float32 [rows, dim] .npy file, filled a block of rows at a time, in order.
@@ -245,6 +242,55 @@ def write_jsonl(stream, block: np.ndarray, first_index: int) -> None:
     for i, row in enumerate(block.tolist(), start=first_index):
         stream.write(json.dumps({"index": i, "embedding": row}))
         stream.write("\n")
+
+
+def write_blocks_jsonl(stream, blocks) -> None:
+    """Blocks of embeddings -> {"index", "embedding"} lines on a text stream, indices counted across blocks."""
+    index = 0
+    for block in blocks:
+        write_jsonl(stream, block, index)
+        index += len(block)
+    stream.flush()
+
+
+def write_jsonl_file(path, blocks) -> None:
+    """Blocks of embeddings -> a JSON Lines file, complete or absent."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        write_blocks_jsonl(f, blocks)
+
+
+def write_npy(path, blocks, rows: int, dim: int) -> None:
+    """Blocks of embeddings -> a float32 [rows, dim] .npy file, written incrementally, complete or absent."""
+    for _ in saving_npy(path, blocks, rows, dim):
+        pass
+
+
+def saving_npy(path, blocks, rows: int, dim: int):
+    """Yield each block once it is written to the .npy file at path, as write_npy does, for a caller that
+    uses the blocks too; the file appears at path after the last block, and never if the caller stops early."""
+    with atomic_path(path) as tmp:
+        writer = NpyWriter(tmp, rows, dim)
+        for block in blocks:
+            writer.write(block)
+            yield block
+        writer.close()
+
+
+def saved_index(path: Path, corpus: str, rows: int, dim: int) -> tuple[np.ndarray | None, str]:
+    """Saved embeddings of a corpus: the float32 [rows, dim] .npy file at path, memory-mapped, if it fits
+    and is newer than the corpus; else None, and why not."""
+    if not path.is_file():
+        return None, f"{path} does not exist"
+    if path.stat().st_mtime < Path(corpus).stat().st_mtime:
+        return None, f"{path} is older than {corpus}"
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        return None, f"{path} is not a readable .npy file ({e})"
+    if array.dtype != np.float32 or array.shape != (rows, dim):
+        return None, (f"{path} holds {array.dtype} {list(array.shape)}, the corpus needs float32 "
+                      f"[{rows}, {dim}] (one row per line)")
+    return array, ""
 
 
 @contextlib.contextmanager

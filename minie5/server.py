@@ -4,34 +4,25 @@
     GET  /v1/models       the served model, and its -query / -passage names
     GET  /health          200 {"status": "ok"} once the model is loaded and warmed up, else 503
 
-Existing code that calls OpenAI's embeddings API, and the official `openai`
-client, work by pointing their base URL at http://HOST:PORT/v1.
+Code written for OpenAI's embeddings API, and the `openai` client, work by
+pointing their base URL at http://HOST:PORT/v1.
 
-How a request flows:
+How a request flows, in its connection's thread:
 
-    request thread:  read the body (bounded) -> check it -> tokenize (prefix added, truncated)
-                     -> Batcher.embed(ids): wait for the rows
-    worker thread:   gather the rows of every waiting request into one batch (up to a token
-                     budget, waiting at most a few ms for more) -> Model.encode_ids -> hand
-                     each request its rows
+    read the body (bounded) -> parse_embedding_request -> InputTokenizer (prompt added, truncated)
+    -> Batcher.embed(ids): wait while batcher.py's worker embeds the rows with other requests' -> JSON
 
-Texts are tokenized in the request threads: `tokenizers` is thread-safe and
-runs in Rust, a request's errors (a text over the length limit, too many
-tokens) are answered before it is queued, and the batcher needs each row's
-token count to fill its budget. Only the worker thread ever calls the model,
-so Numba's threading layer is entered from that one thread (see encoder.py).
+Tokenizing here, not in the worker, answers a request's errors before it is
+queued and gives the batcher each row's token count.
 
-The port opens at once; /health (and every /v1 route) answers 503 until the
-model is loaded and has embedded a warm-up batch, so the first real request
-is not slow. SIGTERM or SIGINT stop accepting connections, let the requests
-in flight finish (up to a grace period), then exit.
+Lifecycle: the port opens at once; /health and every /v1 route answer 503
+until the model is loaded and has embedded a warm-up batch (so the first
+request is not slow). SIGTERM or SIGINT stop accepting connections, let the
+requests in flight finish (up to a grace period), then exit.
 
-The server is the standard library's ThreadingHTTPServer: one thread per
-connection, no new dependency. Each connection's socket has a timeout, a
-request body must arrive within it, and at most max_connections are open at
-once, so a slow client only holds its own thread. Numba's kernels hold the
-GIL while they run, so request threads get their turns between kernel calls
-(over a hundred per forward pass), not only between batches.
+The server is the standard library's ThreadingHTTPServer (no new dependency):
+one thread per connection, at most max_connections, each socket with a
+timeout, so a slow client only holds its own thread.
 """
 from __future__ import annotations
 
@@ -43,15 +34,13 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-import numpy as np
-
-from .errors import InputError
+from .batcher import Batcher, BatchFailed, BatcherStopped
+from .errors import InputError, json_type
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "passage", "none")  # input_type values; "none": texts as given
@@ -119,7 +108,7 @@ def parse_inputs(value, max_inputs: int) -> tuple[list, bool]:
     if isinstance(value, str):
         return [value], False
     if not isinstance(value, list):
-        raise bad_request(f"'input' is {json_type(value)}; it must be {INPUT_FORMS}", param="input")
+        raise bad_request(f"'input' is {json_type(value, article=True)}; it must be {INPUT_FORMS}", param="input")
     if not value:
         raise bad_request("'input' is an empty list; give at least one input", param="input")
     if all(is_token_id(x) for x in value):
@@ -135,27 +124,13 @@ def parse_inputs(value, max_inputs: int) -> tuple[list, bool]:
     else:
         for i, text in enumerate(value):
             if not isinstance(text, str):
-                raise bad_request(f"input[{i}] is {json_type(text)}; 'input' must be {INPUT_FORMS}", param="input")
+                raise bad_request(f"input[{i}] is {json_type(text, article=True)}; 'input' must be {INPUT_FORMS}",
+                                  param="input")
         inputs, is_tokens = value, False
     if len(inputs) > max_inputs:
         raise bad_request(f"'input' has {len(inputs)} items; at most {max_inputs} per request",
                           param="input", code="too_many_inputs")
     return inputs, is_tokens
-
-
-def json_type(value) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
 
 
 def prompt_from_model_name(model: str) -> str | None:
@@ -170,7 +145,7 @@ def prompt_from_model_name(model: str) -> str | None:
 def parse_embedding_request(body, settings: ServerSettings, dimension: int) -> EmbeddingRequest:
     """A parsed JSON body -> EmbeddingRequest, or ApiError(400) naming the field at fault."""
     if not isinstance(body, dict):
-        raise bad_request(f"the request body is {json_type(body)}; it must be a JSON object")
+        raise bad_request(f"the request body is {json_type(body, article=True)}; it must be a JSON object")
     unknown = [name for name in body if name not in REQUEST_FIELDS]
     if unknown:
         raise bad_request(f"unrecognized request argument: {unknown[0]!r} (known: {', '.join(REQUEST_FIELDS)})",
@@ -180,7 +155,7 @@ def parse_embedding_request(body, settings: ServerSettings, dimension: int) -> E
     inputs, is_tokens = parse_inputs(body["input"], settings.max_inputs)
     model = body.get("model", settings.model_name)
     if not isinstance(model, str):
-        raise bad_request(f"'model' is {json_type(model)}; it must be a string", param="model")
+        raise bad_request(f"'model' is {json_type(model, article=True)}; it must be a string", param="model")
     encoding_format = body.get("encoding_format") or "float"
     if encoding_format not in ENCODING_FORMATS:
         raise bad_request(f"'encoding_format' is {encoding_format!r}; it must be 'float' or 'base64'",
@@ -190,7 +165,7 @@ def parse_embedding_request(body, settings: ServerSettings, dimension: int) -> E
         raise bad_request(f"'dimensions' is {dimensions!r}; this model's embeddings have {dimension} dimensions "
                           f"and cannot be shortened", param="dimensions")
     if body.get("user") is not None and not isinstance(body["user"], str):
-        raise bad_request(f"'user' is {json_type(body['user'])}; it must be a string", param="user")
+        raise bad_request(f"'user' is {json_type(body['user'], article=True)}; it must be a string", param="user")
     input_type = body.get("input_type")
     if input_type is not None and input_type not in INPUT_TYPES:
         raise bad_request(f"'input_type' is {input_type!r}; it must be one of {', '.join(INPUT_TYPES)}",
@@ -275,164 +250,6 @@ class InputTokenizer:
         if request.is_tokens:
             return self.token_ids(request.inputs, request.prompt_name)
         return self.texts(request.inputs, request.prompt_name)
-
-
-# ---------------------------------------------------------------- dynamic batching
-class _Job:
-    """One request's rows, waiting in the Batcher's queue."""
-
-    def __init__(self, ids: list, dimension: int):
-        self.ids = ids
-        self.out = np.empty((len(ids), dimension), dtype=np.float32)
-        self.next_row = 0  # the first row not yet taken into a batch
-        self.rows_done = 0
-        self.error: BaseException | None = None
-        self.arrived = time.monotonic()
-        self.done = threading.Event()
-
-
-class Batcher:
-    """One worker thread that owns the model and embeds the rows of all waiting requests together.
-
-    embed(ids) is called from any thread and blocks until its rows are done.
-    The worker takes rows in arrival order into one batch of at most
-    max_batch_tokens tokens; when the queue holds less than that, it waits
-    until the oldest waiting row is max_wait seconds old for more to arrive.
-    A request larger than the budget is split across batches, and its rest
-    goes to the back of the queue after each (round robin, so that a small
-    request waits for at most about one batch); a batch holds rows of many
-    requests. Rows are independent (the encoder packs texts
-    without padding), so every request gets the rows it would get alone.
-    """
-
-    def __init__(self, model, max_batch_tokens: int, max_wait: float):
-        self.model = model
-        self.dimension = model.config.hidden_size
-        self.max_batch_tokens = max(max_batch_tokens, model.config.max_positions)  # a longest row always fits
-        self.max_wait = max_wait
-        self._queue: deque[_Job] = deque()
-        self._queued_tokens = 0
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._ready = threading.Event()
-        self._warm_up_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="minie5-batcher", daemon=True)
-        self.batches = 0  # forward passes run (shown by /health)
-        self.batches_shared = 0  # of which held rows of more than one request
-        self.rows = 0
-
-    def start(self, warm_up_ids: list) -> None:
-        """Start the worker; it embeds warm_up_ids first (compiles the kernels, sizes the buffers)."""
-        self._warm_up_ids = warm_up_ids
-        self._thread.start()
-
-    def wait_ready(self) -> None:
-        """Block until the warm-up is done; raise what it raised."""
-        self._ready.wait()
-        if self._warm_up_error is not None:
-            raise self._warm_up_error
-
-    def stop(self) -> None:
-        """Finish the rows already queued, then end the worker."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def embed(self, ids: list) -> np.ndarray:
-        """Token id lists -> their embeddings [n, hidden], computed by the worker."""
-        job = _Job(ids, self.dimension)
-        if not ids:
-            return job.out
-        with self._cond:
-            if self._stopping:
-                raise ApiError(503, "the server is shutting down", code="shutting_down")
-            self._queue.append(job)
-            self._queued_tokens += sum(len(row) for row in ids)
-            self._cond.notify_all()
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.out
-
-    # -------------------------------------------------- the worker thread
-    def _run(self) -> None:
-        try:
-            self.model.encode_ids(self._warm_up_ids, batch_size=len(self._warm_up_ids))
-        except BaseException as e:  # reported by wait_ready in the main thread
-            self._warm_up_error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._run_batch(batch)
-
-    def _next_batch(self) -> list | None:
-        """[(job, first_row, end_row), ...] of at most max_batch_tokens tokens; None when stopped and empty."""
-        with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            deadline = min(job.arrived for job in self._queue) + self.max_wait  # the oldest waits no longer
-            while self._queued_tokens < self.max_batch_tokens and not self._stopping:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            return self._take_rows()
-
-    def _take_rows(self) -> list:
-        """Take rows from the front of the queue up to the token budget (called with the lock held)."""
-        batch, tokens = [], 0
-        while self._queue:
-            job = self._queue[0]
-            first = row = job.next_row
-            while row < len(job.ids) and (tokens == 0 or tokens + len(job.ids[row]) <= self.max_batch_tokens):
-                tokens += len(job.ids[row])
-                row += 1
-            if row > first:
-                batch.append((job, first, row))
-                job.next_row = row
-            if row < len(job.ids):  # the budget is full: the rest of this job waits behind the others,
-                self._queue.rotate(-1)  # so that one large request cannot hold up the small ones behind it
-                break
-            self._queue.popleft()
-        self._queued_tokens -= tokens
-        return batch
-
-    def _run_batch(self, batch: list) -> None:
-        ids = [row for job, first, end in batch for row in job.ids[first:end]]
-        try:
-            vectors = self.model.encode_ids(ids, batch_size=len(ids))  # one forward pass
-        except Exception as e:  # every request in the batch fails; the worker goes on
-            traceback.print_exc(file=sys.stderr)
-            self._fail([job for job, _, _ in batch], e)
-            return
-        self.batches += 1
-        self.batches_shared += len(batch) > 1
-        self.rows += len(ids)
-        offset = 0
-        for job, first, end in batch:
-            job.out[first:end] = vectors[offset:offset + end - first]
-            offset += end - first
-            job.rows_done += end - first
-            if job.rows_done == len(job.ids):
-                job.done.set()
-
-    def _fail(self, jobs: list, error: Exception) -> None:
-        with self._cond:
-            for job in jobs:
-                if job in self._queue:  # rows of it still waiting: drop them
-                    self._queue.remove(job)
-                    self._queued_tokens -= sum(len(row) for row in job.ids[job.next_row:])
-        for job in jobs:
-            job.error = ApiError(500, f"the model failed on this batch: {type(error).__name__}: {error}")
-            job.done.set()
 
 
 # ---------------------------------------------------------------- HTTP
@@ -617,7 +434,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         if tokens > limit:
             raise bad_request(f"the request has {tokens} tokens; at most {limit} per request (split it into "
                               f"several requests)", param="input", code="too_many_tokens")
-        vectors = self.server.batcher.embed(ids)
+        try:
+            vectors = self.server.batcher.embed(ids)
+        except BatcherStopped:
+            raise ApiError(503, "the server is shutting down", code="shutting_down") from None
+        except BatchFailed as e:
+            raise ApiError(500, str(e)) from None
         if request.encoding_format == "base64":
             encoded = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
         else:

@@ -1,4 +1,4 @@
-"""The line reader and the incremental .npy / JSON Lines writers behind `minie5 embed` (minie5/files.py).
+"""The line reader and the .npy / JSON Lines writers behind `minie5 embed` and `search` (minie5/files.py).
 
 Expectations are written by hand: the lines each input must give, the
 errors (with line numbers) each bad input must raise, the arrays read back.
@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from minie5.errors import InputError
-from minie5.files import NpyWriter, TextFile, write_jsonl
+from minie5.errors import InputError, json_type
+from minie5.files import NpyWriter, TextFile, saving_npy, write_jsonl, write_jsonl_file, write_npy
 
 
 # ---------------------------------------------------------------- reading lines
@@ -68,6 +68,17 @@ def test_bad_jsonl_lines_name_the_line(tmp_path, content, message):
         TextFile(str(path)).scan()
 
 
+@pytest.mark.parametrize("text, name, with_article", [
+    ('{"a": 1}', "object", "an object"), ("[1]", "array", "a list"), ('"s"', "string", "a string"),
+    ("3", "number", "a number"), ("2.5", "number", "a number"), ("true", "boolean", "a boolean"),
+    ("null", "null", "null"),
+])
+def test_json_type_names_both_wordings(text, name, with_article):
+    """files.py's messages say "a JSON array"; the server's say "is a list" (OpenAI's word)."""
+    assert json_type(json.loads(text)) == name
+    assert json_type(json.loads(text), article=True) == with_article
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         TextFile(str(tmp_path / "nope.txt")).scan()
@@ -102,3 +113,41 @@ def test_write_jsonl_keeps_float32_values(tmp_path):
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["index"] for r in records] == [10, 11, 12]
     assert np.array_equal(np.array([r["embedding"] for r in records], dtype=np.float32), block)
+
+
+def blocks_of(data: np.ndarray, size: int, fail_after: int | None = None):
+    """data in blocks of `size` rows, as Model.encode_chunks yields them; raises after fail_after blocks."""
+    for n, start in enumerate(range(0, len(data), size)):
+        if n == fail_after:
+            raise RuntimeError("the model failed")
+        yield data[start:start + size]
+
+
+def test_output_files_are_complete_or_absent(tmp_path):
+    data = np.arange(5 * 3, dtype=np.float32).reshape(5, 3) / 7
+    npy, jsonl = tmp_path / "out.npy", tmp_path / "out.jsonl"
+    write_npy(npy, blocks_of(data, 2), 5, 3)
+    write_jsonl_file(jsonl, blocks_of(data, 2))
+    assert np.array_equal(np.load(npy), data)
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4]  # counted across blocks
+    assert np.array_equal(np.array([r["embedding"] for r in records], dtype=np.float32), data)
+    for path in (npy, jsonl):
+        path.unlink()
+    with pytest.raises(RuntimeError):
+        write_npy(npy, blocks_of(data, 2, fail_after=2), 5, 3)
+    with pytest.raises(RuntimeError):
+        write_jsonl_file(jsonl, blocks_of(data, 2, fail_after=2))
+    assert list(tmp_path.iterdir()) == []  # neither the outputs nor their .partial files
+
+
+def test_saving_npy_passes_the_blocks_on_and_saves_only_a_complete_file(tmp_path):
+    data = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
+    path = tmp_path / "index.npy"
+    stopped = saving_npy(path, blocks_of(data, 2), 5, 3)
+    assert np.array_equal(next(stopped), data[:2])
+    stopped.close()  # the caller stopped early
+    assert list(tmp_path.iterdir()) == []
+    passed = list(saving_npy(path, blocks_of(data, 2), 5, 3))
+    assert np.array_equal(np.concatenate(passed), data) and np.array_equal(np.load(path), data)
+    assert list(tmp_path.iterdir()) == [path]

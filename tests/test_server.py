@@ -312,88 +312,6 @@ def health(server) -> dict:
     return body
 
 
-# ---------------------------------------------------------------- the batcher alone
-class FakeModel:
-    """Stands in for Model in Batcher: a row's "embedding" is [its first id, its length]; batches are recorded."""
-
-    def __init__(self, fail_on: int | None = None, delay: float = 0.0):
-        from types import SimpleNamespace
-        self.config = SimpleNamespace(hidden_size=2, max_positions=8)
-        self.batches = []
-        self.fail_on = fail_on  # a first id that makes the batch fail
-        self.delay = delay
-
-    def encode_ids(self, ids, batch_size=32):
-        self.batches.append([list(row) for row in ids])
-        time.sleep(self.delay)
-        if any(row[0] == self.fail_on for row in ids):
-            raise RuntimeError("boom")
-        return np.array([[row[0], len(row)] for row in ids], dtype=np.float32)
-
-
-def start_batcher(model, max_batch_tokens=8, max_wait=0.05):
-    from minie5.server import Batcher
-    batcher = Batcher(model, max_batch_tokens=max_batch_tokens, max_wait=max_wait)
-    batcher.start([[0, 1]])
-    batcher.wait_ready()
-    return batcher
-
-
-def embed_in_threads(batcher, requests: list, stagger: float = 0.0) -> list:
-    results = [None] * len(requests)
-
-    def send(i):
-        try:
-            results[i] = batcher.embed(requests[i])
-        except Exception as e:  # returned as the result
-            results[i] = e
-
-    threads = []
-    for i in range(len(requests)):
-        threads.append(threading.Thread(target=send, args=(i,)))
-        threads[-1].start()
-        time.sleep(stagger)
-    for t in threads:
-        t.join(30)
-    return results
-
-
-def test_batcher_shares_batches_within_the_token_budget_and_keeps_rows_apart():
-    model = FakeModel()
-    batcher = start_batcher(model)
-    requests = [[[10 * i + j] * (1 + (i + j) % 4) for j in range(1 + i % 3)] for i in range(12)]
-    results = embed_in_threads(batcher, requests)
-    batcher.stop()
-    for ids, got in zip(requests, results):
-        np.testing.assert_array_equal(got, [[row[0], len(row)] for row in ids])
-    work = model.batches[1:]  # after the warm-up
-    assert all(sum(len(row) for row in batch) <= 8 for batch in work)
-    assert sorted(row[0] for batch in work for row in batch) == sorted(row[0] for r in requests for row in r)
-    assert len(work) < len(requests)  # shared batches
-
-
-def test_batcher_round_robin_lets_a_small_request_pass_a_large_one():
-    model = FakeModel(delay=0.02)
-    batcher = start_batcher(model, max_wait=0.0)
-    large = [[100 + k] * 8 for k in range(10)]  # 10 batches of one row each
-    results = embed_in_threads(batcher, [large, [[7, 7]]], stagger=0.01)
-    batcher.stop()
-    assert results[1].tolist() == [[7, 2]] and len(results[0]) == 10
-    small_batch = next(i for i, batch in enumerate(model.batches) if [7, 7] in batch)
-    assert small_batch <= 3  # not behind all ten rows of the large request
-
-
-def test_batcher_failure_fails_only_its_batch():
-    from minie5.server import ApiError
-    model = FakeModel(fail_on=66)
-    batcher = start_batcher(model, max_wait=0.0)
-    bad = embed_in_threads(batcher, [[[66, 1]]])[0]
-    good = batcher.embed([[5, 5, 5]])
-    batcher.stop()
-    assert isinstance(bad, ApiError) and bad.status == 500 and "boom" in bad.message
-    assert good.tolist() == [[5, 3]]
-
-
 # ---------------------------------------------------------------- errors, as raw HTTP
 BAD_BODIES = {
     "malformed JSON": (b'{"input": ["a"', "not valid JSON", None),
@@ -546,6 +464,42 @@ def test_request_log_lines(server):
     assert fields[0] == "minie5:" and fields[-1].endswith("ms") and float(fields[-1][:-2]) > 0
     assert fields[-2].startswith("tokens=") and int(fields[-2][7:]) > 4
     assert any(" GET /nowhere 404 " in line for line in lines)
+
+
+def test_batcher_errors_become_500_and_503():
+    """In process, with test_batcher's stand-in model: a batch the model fails on is a 500 for its
+    requests (the server goes on); rows sent after the batcher stopped are a 503."""
+    from types import SimpleNamespace
+
+    from minie5.batcher import Batcher
+    from minie5.server import EmbeddingHTTPServer, ServerSettings
+    from test_batcher import FakeModel
+
+    http_server = EmbeddingHTTPServer(ServerSettings(port=0), log=lambda line: None)
+    model = FakeModel(fail_on=66)
+    http_server.model = model
+    http_server.tokenize = lambda embedding_request: embedding_request.inputs  # token id inputs as they are
+    http_server.batcher = Batcher(model, max_batch_tokens=8, max_wait=0.0)
+    http_server.batcher.start([[0, 1]])
+    http_server.batcher.wait_ready()
+    http_server.state = "ready"
+    thread = threading.Thread(target=http_server.serve_forever, daemon=True)
+    thread.start()
+    local = SimpleNamespace(port=http_server.server_address[1])
+    try:
+        status, body, _ = request(local, "POST", "/v1/embeddings", {"input": [[66, 1]]}, auth=False)
+        assert status == 500 and body["error"]["type"] == "server_error"
+        assert body["error"]["message"] == "the model failed on this batch: RuntimeError: boom"
+        status, body, _ = request(local, "POST", "/v1/embeddings", {"input": [[5, 5, 5]]}, auth=False)
+        assert status == 200 and body["data"][0]["embedding"] == [5.0, 3.0]
+        http_server.batcher.stop()
+        status, body, _ = request(local, "POST", "/v1/embeddings", {"input": [[5, 5]]}, auth=False)
+        assert status == 503 and body["error"]["code"] == "shutting_down"
+    finally:
+        http_server.shutdown()
+        http_server.batcher.stop()
+        http_server.server_close()
+        thread.join(10)
 
 
 # ---------------------------------------------------------------- flags
