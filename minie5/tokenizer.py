@@ -32,13 +32,13 @@ as written) runs as written. Either way minie5's ids equal transformers' ids.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, normalizers, pre_tokenizers, processors
 
+from .config import read_json_object
 from .errors import ModelFileError
 
 XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
@@ -102,19 +102,6 @@ def _rebuild_bert(tokenizer: HFTokenizer, tokenizer_config: dict) -> None:
     )
 
 
-def _read_json_dict(path: Path) -> dict:
-    """A JSON object file, or {} if absent."""
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ModelFileError(path, f"is not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise ModelFileError(path, "must hold a JSON object")
-    return value
-
-
 def _token_string(value) -> str | None:
     if isinstance(value, dict):  # {"content": "<pad>", ...} in older tokenizer_config files
         value = value.get("content")
@@ -135,14 +122,15 @@ class Tokenizer:
             self._tokenizer = HFTokenizer.from_file(str(path))
         except Exception as e:
             raise ModelFileError(path, f"cannot be parsed as a tokenizers file ({e})") from None
-        tokenizer_config = _read_json_dict(model_dir / "tokenizer_config.json")
+        tokenizer_config_path = model_dir / "tokenizer_config.json"
+        tokenizer_config = read_json_object(tokenizer_config_path) if tokenizer_config_path.is_file() else {}
         for key in ("bos_token", "eos_token", "pad_token", "unk_token", "cls_token", "sep_token"):
             if key in tokenizer_config:
                 tokenizer_config[key] = _token_string(tokenizer_config[key])
         # Which transformers class would load this tokenizer: tokenizer_config.json
         # names it, else config.json, else config.json's model_type (as AutoTokenizer does).
         try:
-            model_config = _read_json_dict(model_dir / "config.json")
+            model_config = read_json_object(model_dir / "config.json")
         except ModelFileError:
             model_config = {}  # config.json errors are reported by read_config
         self.tokenizer_class = (tokenizer_config.get("tokenizer_class") or model_config.get("tokenizer_class")
