@@ -21,7 +21,7 @@ from .errors import InputError, TruncationWarning
 from .hub import resolve_model_dir
 from .long_texts import LazyUntruncatedTokenizer, combine_windows
 from .progress import Progress
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, first_lone_surrogate
 from .weights import load_weights
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
@@ -70,12 +70,10 @@ def check_texts(texts, first_index: int = 0) -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{first_index + i}] is {type(t).__name__}, expected str")
-        if not t.isascii():
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800": not text
-                raise ValueError(f"texts[{first_index + i}] has a lone surrogate {t[e.start]!r} at position "
-                                 f"{e.start}: it is not valid Unicode text and cannot be tokenized") from None
+        position = first_lone_surrogate(t)
+        if position is not None:
+            raise ValueError(f"texts[{first_index + i}] has a lone surrogate {t[position]!r} at position "
+                             f"{position}: it is not valid Unicode text and cannot be tokenized")
 
 
 def warn_truncated(truncated: int, total: int, max_length: int) -> None:

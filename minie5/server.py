@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .errors import InputError
+from .tokenizer import first_lone_surrogate
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "passage", "none")  # input_type values; "none": texts as given
@@ -235,12 +236,10 @@ class InputTokenizer:
 
     def texts(self, texts: list, prompt_name: str | None) -> list:
         for i, text in enumerate(texts):
-            if not text.isascii():
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise bad_request(f"input[{i}] has a lone surrogate at character {e.start}: it is not valid "
-                                      f"Unicode text", param="input") from None
+            position = first_lone_surrogate(text)
+            if position is not None:
+                raise bad_request(f"input[{i}] has a lone surrogate at character {position}: it is not valid "
+                                  f"Unicode text", param="input")
         prompt = self.prompt_text(prompt_name)
         prompted = [prompt + t for t in texts] if prompt else list(texts)
         ids, truncated = self.tokenizer.encode(prompted)

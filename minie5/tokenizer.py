@@ -108,6 +108,17 @@ def _token_string(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def first_lone_surrogate(text: str) -> int | None:
+    """The index of the first lone surrogate in text ("\\ud800": not Unicode, cannot be tokenized), else None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
+
+
 class Tokenizer:
     """The model's tokenizer: texts -> lists of ids, <s> ... </s>, truncated to max_length."""
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import minie5
+from minie5.tokenizer import first_lone_surrogate
 from conftest import requires_torch
 
 BAD_CONTAINERS = [None, 42, 3.5, b"bytes", {"a": "b"}, {"a", "b"}, np.array(["x"])]
@@ -47,6 +48,12 @@ def test_lone_surrogate_is_a_value_error_naming_index_and_position(model, text, 
 
 def test_a_valid_surrogate_pair_written_as_one_character_is_fine(model):
     assert model.encode("emoji \U0001F600").shape == (384,)
+
+
+@pytest.mark.parametrize("text,position", [("\ud800", 0), ("abc\udfffdef", 3), ("ok \ud83d", 3), ("a\udc00\ud800", 1),
+                                           ("plain ascii", None), ("", None), ("emoji \U0001F600 мир", None)])
+def test_first_lone_surrogate(text, position):
+    assert first_lone_surrogate(text) == position
 
 
 @requires_torch
