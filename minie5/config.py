@@ -83,6 +83,13 @@ class ModelConfig:
         """The longest token sequence the position table can number (BERT 512; XLM-R 514 - 2 = 512)."""
         return self.max_position_embeddings - self.position_offset
 
+    def max_positions_explained(self) -> str:
+        """For error messages: "512 positions the model can embed (max_position_embeddings 514 - 2 (...))"."""
+        offset = f" - {self.position_offset} (XLM-R numbers positions from pad_token_id + 1)" \
+            if self.position_offset else ""
+        return (f"{self.max_positions} positions the model can embed "
+                f"(max_position_embeddings {self.max_position_embeddings}{offset})")
+
     def prompt(self, prefix: str | None) -> str:
         """The text encode() prepends for its prefix argument.
 
@@ -170,13 +177,8 @@ class ModelConfig:
         if self.pooling not in POOLING_MODES:
             raise ModelFileError(source, f"pooling '{self.pooling}' is not one of {POOLING_MODES}")
         if self.max_seq_length > self.max_positions:
-            offset = f" - {self.position_offset} (XLM-R numbers positions from pad_token_id + 1)" \
-                if self.position_offset else ""
-            raise ModelFileError(
-                source,
-                f"max_seq_length {self.max_seq_length} exceeds the {self.max_positions} positions the model can "
-                f"embed (max_position_embeddings {self.max_position_embeddings}{offset})",
-            )
+            raise ModelFileError(source, f"max_seq_length {self.max_seq_length} exceeds the "
+                                         f"{self.max_positions_explained()}")
         if self.positions_skip_padding and not 0 <= self.pad_token_id < self.max_position_embeddings:
             raise ModelFileError(source, f"field 'pad_token_id' {self.pad_token_id} is not a row of the "
                                          f"position table (max_position_embeddings {self.max_position_embeddings})")

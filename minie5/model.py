@@ -17,7 +17,7 @@ import numpy as np
 
 from . import reference
 from .config import ModelConfig, read_config
-from .errors import InputError, TruncationWarning
+from .errors import InputError, ModelFileError, TruncationWarning
 from .hub import resolve_model_dir
 from .long_texts import LazyUntruncatedTokenizer, combine_windows
 from .progress import Progress
@@ -188,7 +188,8 @@ class Model:
         declares, or any other string to prepend. See ModelConfig.prompt.
         normalize: None follows the model's files (e5: L2-normalised).
         max_length: tokens per text, <s> and </s> included; None is the model's
-        max_seq_length (512 for e5), at most max_position_embeddings.
+        max_seq_length (512 for e5), at most config.max_positions (the positions
+        the model can embed: 512 for e5).
         long: what happens to a text longer than max_length tokens:
           "truncate" (default) keeps its first max_length tokens, exactly like
             transformers, and warns once per call (TruncationWarning) with the count;
@@ -309,12 +310,10 @@ class Model:
         max_length = self.tokenizer.max_length if max_length is None else max_length
         if isinstance(max_length, bool) or not isinstance(max_length, int):
             raise InputError(f"max_length must be an integer, got {max_length!r}")
-        limit = self.config.max_positions
         if max_length < 1:
             raise InputError(f"max_length must be a positive number of tokens, got {max_length}")
-        if max_length > limit:
-            raise InputError(f"max_length {max_length} exceeds the model's max_position_embeddings ({limit}): "
-                             f"positions past {limit} have no embedding")
+        if max_length > self.config.max_positions:
+            raise InputError(f"max_length {max_length} exceeds the {self.config.max_positions_explained()}")
         if long == "window" or max_length != self.tokenizer.max_length:
             specials = self._untruncated.get().num_special_tokens
             least = specials + 1 if long == "window" else specials
@@ -412,7 +411,6 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None =
     weights = load_weights(model_dir / "model.safetensors", config)
     tokenizer = Tokenizer(model_dir, max_length=config.max_seq_length)
     if tokenizer.vocab_size > config.vocab_size:
-        from .errors import ModelFileError
         raise ModelFileError(model_dir / "tokenizer.json",
                              f"tokenizer has {tokenizer.vocab_size} ids but config.json vocab_size is "
                              f"{config.vocab_size}: ids past the embedding matrix cannot be embedded")

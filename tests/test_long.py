@@ -179,7 +179,8 @@ def test_truncation_warning_is_a_user_warning():
 
 # ---------------------------------------------------------------- option checks
 @pytest.mark.parametrize("kwargs, message", [
-    ({"max_length": 513}, r"max_length 513 exceeds the model's max_position_embeddings \(512\)"),
+    ({"max_length": 513}, r"max_length 513 exceeds the 512 positions the model can embed "
+                          r"\(max_position_embeddings 512\)"),  # e5-small is a BertModel: 512 rows, all usable
     ({"max_length": 0}, "max_length"),
     ({"max_length": 2, "long": "window"}, "at least 3"),
     ({"max_length": "64"}, "max_length must be an integer"),
