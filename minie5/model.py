@@ -19,7 +19,6 @@ from . import reference
 from .config import ModelConfig, read_config
 from .errors import InputError, ModelFileError, TruncationWarning
 from .hub import resolve_model_dir
-from .long_texts import LazyUntruncatedTokenizer, combine_windows
 from .progress import Progress
 from .tokenizer import Tokenizer, first_lone_surrogate
 from .weights import load_weights
@@ -84,6 +83,24 @@ def warn_truncated(truncated: int, total: int, max_length: int) -> None:
                       TruncationWarning, stacklevel=3)
 
 
+def combine_windows(pooled: np.ndarray, owner: np.ndarray, lengths: np.ndarray, n_texts: int) -> np.ndarray:
+    """The windows' pooled vectors -> one vector per text: their token-count-weighted mean.
+
+    pooled [W, H]: one row per window; owner [W]: the text of each window (a
+    text's windows consecutive); lengths [W]: ids in each window, <s> and </s>
+    included. With mean pooling this is the mean of every token state of every
+    window. A text with a single window gets that window's row unchanged, bit for bit.
+    """
+    counts = np.bincount(owner, minlength=n_texts)  # windows per text
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)  # each text's first window
+    out = pooled[first].copy()  # already the answer for every one-window text
+    for i in np.flatnonzero(counts > 1):
+        rows = slice(first[i], first[i] + counts[i])
+        weights = lengths[rows].astype(np.float64)
+        out[i] = (weights @ pooled[rows].astype(np.float64)) / weights.sum()
+    return out
+
+
 class Model:
     """A loaded embedding model. Build it with minie5.load()."""
 
@@ -98,8 +115,6 @@ class Model:
         self.backend = backend
         self.matmul = matmul  # the fast path's matmul: "auto", "numba" or "blas" (see load)
         self._encoder = None  # the fast path's FastEncoder, built on first use
-        # ids without truncation, for long="window" and max_length != 512 (built on first use)
-        self._untruncated = LazyUntruncatedTokenizer(tokenizer.backend)
 
     def __repr__(self) -> str:
         c = self.config
@@ -314,13 +329,12 @@ class Model:
             raise InputError(f"max_length must be a positive number of tokens, got {max_length}")
         if max_length > self.config.max_positions:
             raise InputError(f"max_length {max_length} exceeds the {self.config.max_positions_explained()}")
-        if long == "window" or max_length != self.tokenizer.max_length:
-            specials = self._untruncated.get().num_special_tokens
-            least = specials + 1 if long == "window" else specials
-            if max_length < least:
-                what = "and at least one token of text per window" if long == "window" else "tokens"
-                raise InputError(f"max_length must be at least {least} (room for {specials} special {what}), "
-                                 f"got {max_length}")
+        specials = self.tokenizer.num_special_tokens
+        least = specials + 1 if long == "window" else specials
+        if max_length < least:
+            what = "and at least one token of text per window" if long == "window" else "tokens"
+            raise InputError(f"max_length must be at least {least} (room for {specials} special {what}), "
+                             f"got {max_length}")
         return EncodeOptions(batch_size=batch_size,
                              normalize=self.config.normalize if normalize is None else bool(normalize),
                              prefix=self.config.prompt(prefix),  # prompt name -> its text (config.py)
@@ -335,7 +349,7 @@ class Model:
         if options.long == "window":
             pooled, truncated = self._embed_windows(texts, options, progress), 0
         else:
-            ids, truncated = self._truncated_ids(texts, options.max_length)
+            ids, truncated = self.tokenizer.encode(texts, options.max_length)  # cut like transformers
             pooled = self._embed_sorted(ids, options, lambda rows, tokens: progress.update(len(rows), tokens))
         return (reference.l2_normalize(pooled) if options.normalize else pooled), truncated
 
@@ -355,15 +369,16 @@ class Model:
             on_batch(rows, sum(len(x) for x in batch))
         return out
 
-    def _truncated_ids(self, texts: list, max_length: int) -> tuple[list, int]:
-        """Token ids cut to max_length like transformers, and how many texts were cut."""
-        if max_length == self.tokenizer.max_length:
-            return self.tokenizer.encode(texts)  # the tokenizer truncates to its own max_length
-        return self._untruncated.get().truncate(texts, max_length)
-
     def _embed_windows(self, texts: list, options: "EncodeOptions", progress: Progress) -> np.ndarray:
-        """long="window" (see minie5/long_texts.py): every token of every text -> [n, hidden], not normalised."""
-        windows, owner = self._untruncated.get().windows(texts, options.max_length)
+        """long="window": every token of every text -> [n, hidden], not normalised.
+
+        Each text's pieces are cut into windows of max_length - 2 (Tokenizer.windows),
+        each embedded as <s> window </s>; combine_windows joins a text's window vectors.
+        """
+        per_text = [self.tokenizer.windows(content, options.max_length)
+                    for content in self.tokenizer.content_ids(texts)]  # all of each text
+        windows = [w for text_windows in per_text for w in text_windows]
+        owner = np.repeat(np.arange(len(texts)), [len(w) for w in per_text])  # [windows]: the text of each
         remaining = np.bincount(owner, minlength=len(texts))  # windows not yet embedded, per text
 
         def on_batch(rows, n_tokens):  # progress counts a text once its last window is done
