@@ -83,6 +83,13 @@ class ModelConfig:
         """The longest token sequence the position table can number (BERT 512; XLM-R 514 - 2 = 512)."""
         return self.max_position_embeddings - self.position_offset
 
+    def max_positions_explained(self) -> str:
+        """For error messages: "512 positions the model can embed (max_position_embeddings 514 - 2 (...))"."""
+        offset = f" - {self.position_offset} (XLM-R numbers positions from pad_token_id + 1)" \
+            if self.position_offset else ""
+        return (f"{self.max_positions} positions the model can embed "
+                f"(max_position_embeddings {self.max_position_embeddings}{offset})")
+
     def prompt(self, prefix: str | None) -> str:
         """The text encode() prepends for its prefix argument.
 
@@ -170,13 +177,8 @@ class ModelConfig:
         if self.pooling not in POOLING_MODES:
             raise ModelFileError(source, f"pooling '{self.pooling}' is not one of {POOLING_MODES}")
         if self.max_seq_length > self.max_positions:
-            offset = f" - {self.position_offset} (XLM-R numbers positions from pad_token_id + 1)" \
-                if self.position_offset else ""
-            raise ModelFileError(
-                source,
-                f"max_seq_length {self.max_seq_length} exceeds the {self.max_positions} positions the model can "
-                f"embed (max_position_embeddings {self.max_position_embeddings}{offset})",
-            )
+            raise ModelFileError(source, f"max_seq_length {self.max_seq_length} exceeds the "
+                                         f"{self.max_positions_explained()}")
         if self.positions_skip_padding and not 0 <= self.pad_token_id < self.max_position_embeddings:
             raise ModelFileError(source, f"field 'pad_token_id' {self.pad_token_id} is not a row of the "
                                          f"position table (max_position_embeddings {self.max_position_embeddings})")
@@ -185,14 +187,25 @@ class ModelConfig:
                                          f"prompts {sorted(self.prompts)}")
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
+    """The JSON value a model file holds; ModelFileError naming the file if it cannot be read or parsed."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ModelFileError(path, f"is not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ModelFileError(path, f"is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
         raise ModelFileError(path, f"cannot be read ({e.strerror})") from None
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object ({...}) a model file holds; ModelFileError naming the file otherwise."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise ModelFileError(path, "must hold a JSON object")
+    return value
 
 
 def read_config(model_dir: str | Path) -> ModelConfig:
@@ -207,18 +220,16 @@ def read_config(model_dir: str | Path) -> ModelConfig:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise ModelFileError(config_path, "not found (every model directory needs a config.json)")
-    raw = _read_json(config_path)
-    if not isinstance(raw, dict):
-        raise ModelFileError(config_path, "must hold a JSON object")
+    raw = read_json_object(config_path)
 
     overrides = {}
     pooling_path = model_dir / "1_Pooling" / "config.json"
     if pooling_path.is_file():
-        overrides["pooling"] = _pooling_mode(_read_json(pooling_path), pooling_path)
+        overrides["pooling"] = _pooling_mode(read_json(pooling_path), pooling_path)
 
     modules_path = model_dir / "modules.json"
     if modules_path.is_file():
-        modules = _read_json(modules_path)
+        modules = read_json(modules_path)
         if not isinstance(modules, list):
             raise ModelFileError(modules_path, "must hold a JSON list of modules")
         types = [str(m.get("type", "")) for m in modules if isinstance(m, dict)]
@@ -226,7 +237,7 @@ def read_config(model_dir: str | Path) -> ModelConfig:
 
     st_path = model_dir / "sentence_bert_config.json"
     if st_path.is_file():
-        st = _read_json(st_path)
+        st = read_json(st_path)
         if isinstance(st, dict) and st.get("max_seq_length") is not None:
             max_length = st["max_seq_length"]
             if isinstance(max_length, bool) or not isinstance(max_length, int):
@@ -235,13 +246,13 @@ def read_config(model_dir: str | Path) -> ModelConfig:
 
     prompts_path = model_dir / "config_sentence_transformers.json"
     if prompts_path.is_file():
-        overrides.update(_prompts(_read_json(prompts_path), prompts_path))
+        overrides.update(_prompts(read_json(prompts_path), prompts_path))
 
     config = ModelConfig.from_dict(raw, source=str(config_path), **overrides)
     if "max_seq_length" not in overrides:  # no sentence_bert_config.json: also respect the tokenizer's limit
         tok_config_path = model_dir / "tokenizer_config.json"
         if tok_config_path.is_file():
-            tok_config = _read_json(tok_config_path)
+            tok_config = read_json(tok_config_path)
             model_max = tok_config.get("model_max_length") if isinstance(tok_config, dict) else None
             if isinstance(model_max, int) and not isinstance(model_max, bool) and 0 < model_max < config.max_seq_length:
                 config = dataclasses.replace(config, max_seq_length=model_max)

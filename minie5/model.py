@@ -17,11 +17,10 @@ import numpy as np
 
 from . import reference
 from .config import ModelConfig, read_config
-from .errors import InputError, TruncationWarning
+from .errors import InputError, ModelFileError, TruncationWarning
 from .hub import resolve_model_dir
-from .long_texts import LazyUntruncatedTokenizer, combine_windows
 from .progress import Progress
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, first_lone_surrogate
 from .weights import load_weights
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
@@ -69,12 +68,10 @@ def check_texts(texts, first_index: int = 0) -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{first_index + i}] is {type(t).__name__}, expected str")
-        if not t.isascii():
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800": not text
-                raise ValueError(f"texts[{first_index + i}] has a lone surrogate {t[e.start]!r} at position "
-                                 f"{e.start}: it is not valid Unicode text and cannot be tokenized") from None
+        position = first_lone_surrogate(t)
+        if position is not None:
+            raise ValueError(f"texts[{first_index + i}] has a lone surrogate {t[position]!r} at position "
+                             f"{position}: it is not valid Unicode text and cannot be tokenized")
 
 
 def warn_truncated(truncated: int, total: int, max_length: int) -> None:
@@ -83,6 +80,24 @@ def warn_truncated(truncated: int, total: int, max_length: int) -> None:
         warnings.warn(f"{truncated} of {total} texts were longer than {max_length} tokens and were truncated "
                       f"to their first {max_length} (long='window' embeds all of a text)",
                       TruncationWarning, stacklevel=3)
+
+
+def combine_windows(pooled: np.ndarray, owner: np.ndarray, lengths: np.ndarray, n_texts: int) -> np.ndarray:
+    """The windows' pooled vectors -> one vector per text: their token-count-weighted mean.
+
+    pooled [W, H]: one row per window; owner [W]: the text of each window (a
+    text's windows consecutive); lengths [W]: ids in each window, <s> and </s>
+    included. With mean pooling this is the mean of every token state of every
+    window. A text with a single window gets that window's row unchanged, bit for bit.
+    """
+    counts = np.bincount(owner, minlength=n_texts)  # windows per text
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)  # each text's first window
+    out = pooled[first].copy()  # already the answer for every one-window text
+    for i in np.flatnonzero(counts > 1):
+        rows = slice(first[i], first[i] + counts[i])
+        weights = lengths[rows].astype(np.float64)
+        out[i] = (weights @ pooled[rows].astype(np.float64)) / weights.sum()
+    return out
 
 
 class Model:
@@ -99,8 +114,6 @@ class Model:
         self.backend = backend
         self.matmul = matmul  # the fast path's matmul: "auto", "numba" or "blas" (see load)
         self._encoder = None  # the fast path's FastEncoder, built on first use
-        # ids without truncation, for long="window" and max_length != 512 (built on first use)
-        self._untruncated = LazyUntruncatedTokenizer(tokenizer.backend)
 
     def __repr__(self) -> str:
         c = self.config
@@ -189,7 +202,8 @@ class Model:
         declares, or any other string to prepend. See ModelConfig.prompt.
         normalize: None follows the model's files (e5: L2-normalised).
         max_length: tokens per text, <s> and </s> included; None is the model's
-        max_seq_length (512 for e5), at most max_position_embeddings.
+        max_seq_length (512 for e5), at most config.max_positions (the positions
+        the model can embed: 512 for e5).
         long: what happens to a text longer than max_length tokens:
           "truncate" (default) keeps its first max_length tokens, exactly like
             transformers, and warns once per call (TruncationWarning) with the count;
@@ -310,19 +324,16 @@ class Model:
         max_length = self.tokenizer.max_length if max_length is None else max_length
         if isinstance(max_length, bool) or not isinstance(max_length, int):
             raise InputError(f"max_length must be an integer, got {max_length!r}")
-        limit = self.config.max_positions
         if max_length < 1:
             raise InputError(f"max_length must be a positive number of tokens, got {max_length}")
-        if max_length > limit:
-            raise InputError(f"max_length {max_length} exceeds the model's max_position_embeddings ({limit}): "
-                             f"positions past {limit} have no embedding")
-        if long == "window" or max_length != self.tokenizer.max_length:
-            specials = self._untruncated.get().num_special_tokens
-            least = specials + 1 if long == "window" else specials
-            if max_length < least:
-                what = "and at least one token of text per window" if long == "window" else "tokens"
-                raise InputError(f"max_length must be at least {least} (room for {specials} special {what}), "
-                                 f"got {max_length}")
+        if max_length > self.config.max_positions:
+            raise InputError(f"max_length {max_length} exceeds the {self.config.max_positions_explained()}")
+        specials = self.tokenizer.num_special_tokens
+        least = specials + 1 if long == "window" else specials
+        if max_length < least:
+            what = "and at least one token of text per window" if long == "window" else "tokens"
+            raise InputError(f"max_length must be at least {least} (room for {specials} special {what}), "
+                             f"got {max_length}")
         return EncodeOptions(batch_size=batch_size,
                              normalize=self.config.normalize if normalize is None else bool(normalize),
                              prefix=self.config.prompt(prefix),  # prompt name -> its text (config.py)
@@ -337,7 +348,7 @@ class Model:
         if options.long == "window":
             pooled, truncated = self._embed_windows(texts, options, progress), 0
         else:
-            ids, truncated = self._truncated_ids(texts, options.max_length)
+            ids, truncated = self.tokenizer.encode(texts, options.max_length)  # cut like transformers
             pooled = self._embed_sorted(ids, options, lambda rows, tokens: progress.update(len(rows), tokens))
         return (reference.l2_normalize(pooled) if options.normalize else pooled), truncated
 
@@ -357,15 +368,16 @@ class Model:
             on_batch(rows, sum(len(x) for x in batch))
         return out
 
-    def _truncated_ids(self, texts: list, max_length: int) -> tuple[list, int]:
-        """Token ids cut to max_length like transformers, and how many texts were cut."""
-        if max_length == self.tokenizer.max_length:
-            return self.tokenizer.encode(texts)  # the tokenizer truncates to its own max_length
-        return self._untruncated.get().truncate(texts, max_length)
-
     def _embed_windows(self, texts: list, options: "EncodeOptions", progress: Progress) -> np.ndarray:
-        """long="window" (see minie5/long_texts.py): every token of every text -> [n, hidden], not normalised."""
-        windows, owner = self._untruncated.get().windows(texts, options.max_length)
+        """long="window": every token of every text -> [n, hidden], not normalised.
+
+        Each text's pieces are cut into windows of max_length - 2 (Tokenizer.windows),
+        each embedded as <s> window </s>; combine_windows joins a text's window vectors.
+        """
+        per_text = [self.tokenizer.windows(content, options.max_length)
+                    for content in self.tokenizer.content_ids(texts)]  # all of each text
+        windows = [w for text_windows in per_text for w in text_windows]
+        owner = np.repeat(np.arange(len(texts)), [len(w) for w in per_text])  # [windows]: the text of each
         remaining = np.bincount(owner, minlength=len(texts))  # windows not yet embedded, per text
 
         def on_batch(rows, n_tokens):  # progress counts a text once its last window is done
@@ -413,7 +425,6 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None =
     weights = load_weights(model_dir / "model.safetensors", config)
     tokenizer = Tokenizer(model_dir, max_length=config.max_seq_length)
     if tokenizer.vocab_size > config.vocab_size:
-        from .errors import ModelFileError
         raise ModelFileError(model_dir / "tokenizer.json",
                              f"tokenizer has {tokenizer.vocab_size} ids but config.json vocab_size is "
                              f"{config.vocab_size}: ids past the embedding matrix cannot be embedded")

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from .batcher import Batcher, BatchFailed, BatcherStopped
 from .errors import InputError, json_type
+from .tokenizer import first_lone_surrogate
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "passage", "none")  # input_type values; "none": texts as given
@@ -196,54 +197,51 @@ class InputTokenizer:
         self.config = model.config
         self.max_length = model.tokenizer.max_length
         self.truncate = truncate
-        self._templates = {}  # prompt name -> ids of the prompt alone, specials included
+        self._prompt_ids = {}  # prompt name -> ids of the prompt's pieces, no special tokens
 
     def prompt_text(self, prompt_name: str | None) -> str:
         return self.config.prompt(prompt_name)
 
-    def template(self, prompt_name: str | None) -> list:
-        """[<s>, prompt ids..., </s>]: the ids a token-id input is put inside."""
-        if prompt_name not in self._templates:
-            ids = self.tokenizer.encode([self.prompt_text(prompt_name)])[0][0]
-            self._templates[prompt_name] = ids  # a benign race: every thread computes the same list
-        return self._templates[prompt_name]
+    def prompt_ids(self, prompt_name: str | None) -> list:
+        """The ids of the prompt's pieces: what a token-id input is put after, inside <s> ... </s>."""
+        if prompt_name not in self._prompt_ids:
+            ids = self.tokenizer.content_ids([self.prompt_text(prompt_name)])[0]
+            self._prompt_ids[prompt_name] = ids  # a benign race: every thread computes the same list
+        return self._prompt_ids[prompt_name]
 
     def texts(self, texts: list, prompt_name: str | None) -> list:
         for i, text in enumerate(texts):
-            if not text.isascii():
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise bad_request(f"input[{i}] has a lone surrogate at character {e.start}: it is not valid "
-                                      f"Unicode text", param="input") from None
+            position = first_lone_surrogate(text)
+            if position is not None:
+                raise bad_request(f"input[{i}] has a lone surrogate at character {position}: it is not valid "
+                                  f"Unicode text", param="input")
         prompt = self.prompt_text(prompt_name)
         prompted = [prompt + t for t in texts] if prompt else list(texts)
-        ids, truncated = self.tokenizer.encode(prompted)
-        if truncated and not self.truncate:
-            first = next(i for i, row in enumerate(ids)
-                         if len(row) == self.max_length and self.tokenizer.encode([prompted[i]])[1])
-            raise bad_request(f"input[{first}] is longer than the model's {self.max_length} tokens (prefix and "
-                              f"special tokens included); shorten it (this server was started with "
-                              f"--no-truncate)", param="input", code="context_length_exceeded")
-        return ids
+        contents = self.tokenizer.content_ids(prompted, self.max_length)
+        if not self.truncate:
+            room = self.tokenizer.room(self.max_length)  # pieces of text that fit
+            first = next((i for i, content in enumerate(contents) if len(content) > room), None)
+            if first is not None:
+                raise bad_request(f"input[{first}] is longer than the model's {self.max_length} tokens (prefix "
+                                  f"and special tokens included); shorten it (this server was started with "
+                                  f"--no-truncate)", param="input", code="context_length_exceeded")
+        return [self.tokenizer.truncate(content, self.max_length) for content in contents]
 
     def token_ids(self, rows: list, prompt_name: str | None) -> list:
         vocab = self.config.vocab_size
-        template = self.template(prompt_name)
-        room = self.max_length - len(template)  # text tokens that fit
+        prompt = self.prompt_ids(prompt_name)
+        room = self.tokenizer.room(self.max_length) - len(prompt)  # text tokens that fit
         out = []
         for i, row in enumerate(rows):
             bad = next((t for t in row if not 0 <= t < vocab), None)
             if bad is not None:
                 raise bad_request(f"input[{i}] holds token id {bad}, outside the vocabulary [0, {vocab})",
                                   param="input")
-            if len(row) > room:
-                if not self.truncate:
-                    raise bad_request(f"input[{i}] has {len(row)} tokens; at most {room} fit in the model's "
-                                      f"{self.max_length} (prefix and special tokens included; this server was "
-                                      f"started with --no-truncate)", param="input", code="context_length_exceeded")
-                row = row[:room]
-            out.append(template[:-1] + list(row) + template[-1:])
+            if len(row) > room and not self.truncate:
+                raise bad_request(f"input[{i}] has {len(row)} tokens; at most {room} fit in the model's "
+                                  f"{self.max_length} (prefix and special tokens included; this server was "
+                                  f"started with --no-truncate)", param="input", code="context_length_exceeded")
+            out.append(self.tokenizer.truncate(prompt + list(row), self.max_length))
         return out
 
     def __call__(self, request: EmbeddingRequest) -> list:

@@ -67,6 +67,31 @@ def test_config_that_is_not_json(good_dir):
     expect(ModelFileError, good_dir, "config.json", "not valid JSON")
 
 
+# One reader (config.read_json) for every JSON file of a model directory: the same errors for each.
+JSON_FILES = ["config.json", "tokenizer_config.json", "modules.json", "1_Pooling/config.json",
+              "sentence_bert_config.json", "config_sentence_transformers.json"]
+
+
+@pytest.mark.parametrize("name", JSON_FILES)
+def test_json_file_that_is_not_json(good_dir, name):
+    (good_dir / name).parent.mkdir(exist_ok=True)
+    (good_dir / name).write_text('{"a": 1,')
+    expect(ModelFileError, good_dir, name, "is not valid JSON")
+
+
+@pytest.mark.parametrize("name", JSON_FILES)
+def test_json_file_that_is_not_utf8(good_dir, name):
+    (good_dir / name).parent.mkdir(exist_ok=True)
+    (good_dir / name).write_bytes(b'{"a": "caf\xe9"}')  # Latin-1
+    expect(ModelFileError, good_dir, name, "is not UTF-8 text", "byte 10")
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json"])
+def test_json_file_that_is_not_an_object(good_dir, name):
+    (good_dir / name).write_text("[1, 2]")
+    expect(ModelFileError, good_dir, name, "must hold a JSON object")
+
+
 def test_tokenizer_json_that_does_not_parse(good_dir):
     (good_dir / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nonsense"}}')
     expect(ModelFileError, good_dir, "tokenizer.json", "cannot be parsed")

@@ -169,7 +169,7 @@ def test_long_window_and_max_length(e5_dir, e5_model, tmp_path):
 def test_max_length_above_the_model_is_an_error(e5_dir, tmp_path):
     result = run_cli("embed", "hello", "-o", tmp_path / "out.npy", "--max-length", "513", "--model", e5_dir)
     line = result.error_line()
-    assert "max_length 513" in line and "max_position_embeddings (512)" in line
+    assert "max_length 513 exceeds the 512 positions" in line and "(max_position_embeddings 512)" in line
     assert not (tmp_path / "out.npy").exists()
 
 

@@ -326,6 +326,18 @@ def test_family_config(family, name):
 
 
 @requires_torch
+def test_too_large_max_length_names_the_usable_positions_and_the_table_rows(family):
+    """XLM-R numbers positions from pad_token_id + 1: e5-base's table has 514 rows, 512 of them usable."""
+    model = family("multilingual-e5-base").model
+    assert E5_BASE_CONFIG["max_position_embeddings"] == 514
+    with pytest.raises(minie5.InputError) as info:
+        model.encode("hello", max_length=513)
+    assert str(info.value) == ("max_length 513 exceeds the 512 positions the model can embed "
+                               "(max_position_embeddings 514 - 2 (XLM-R numbers positions from pad_token_id + 1))")
+    assert model.encode("hello", max_length=512).shape == (768,)
+
+
+@requires_torch
 @pytest.mark.parametrize("name", list(FAMILY))
 def test_family_token_ids(family, name):
     f = family(name)

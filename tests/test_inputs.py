@@ -10,8 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer as HFTokenizer
 
 import minie5
+from minie5.tokenizer import first_lone_surrogate
 from conftest import requires_torch
 
 BAD_CONTAINERS = [None, 42, 3.5, b"bytes", {"a": "b"}, {"a", "b"}, np.array(["x"])]
@@ -47,6 +49,12 @@ def test_lone_surrogate_is_a_value_error_naming_index_and_position(model, text, 
 
 def test_a_valid_surrogate_pair_written_as_one_character_is_fine(model):
     assert model.encode("emoji \U0001F600").shape == (384,)
+
+
+@pytest.mark.parametrize("text,position", [("\ud800", 0), ("abc\udfffdef", 3), ("ok \ud83d", 3), ("a\udc00\ud800", 1),
+                                           ("plain ascii", None), ("", None), ("emoji \U0001F600 мир", None)])
+def test_first_lone_surrogate(text, position):
+    assert first_lone_surrogate(text) == position
 
 
 @requires_torch
@@ -116,9 +124,10 @@ def test_long_text_shortcut_gives_the_same_ids_as_the_whole_text(model):
     corpus = (Path(__file__).parent / "data" / "multilingual.txt").read_text(encoding="utf-8").splitlines()
     texts = [" ".join(corpus[i:i + 1400]) for i in range(0, 2800, 700)]  # long multilingual texts
     texts += ["word мир 世界 données " * 5000, "x " * 50_000, "a" * 40_000 + " b" * 10]
-    backend = model.tokenizer.backend
+    truncating = HFTokenizer.from_str(model.tokenizer.backend.to_str())
+    truncating.enable_truncation(512)
     for text in texts:
         assert len(text) > 2 * 16 * 512
-        whole = backend.encode(text)  # the whole text, truncated by tokenizers itself
+        whole = truncating.encode(text)  # the whole text, truncated by tokenizers itself
         ids, truncated = model.tokenizer.encode([text])
         assert ids[0] == whole.ids and truncated == 1

@@ -1,10 +1,10 @@
 """Long inputs: truncation (the default, with a warning), other max_length values, and long="window".
 
-References are independent of minie5's long-text code: ids from a Tokenizer
-built with another max_length (the tokenizers library truncates, as
-transformers does; tests/test_tokenizer.py checks it against transformers),
-windows cut by hand from untruncated ids, hidden states from model.forward()
-(the padded path) pooled and weighted in NumPy here.
+References are independent of minie5's long-text code: ids truncated by the
+tokenizers library itself (as transformers does; tests/test_tokenizer.py checks
+minie5's truncation against transformers), windows cut by hand from the
+tokenizers library's untruncated ids, hidden states from model.forward() (the
+padded path) pooled and weighted in NumPy here.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer as HFTokenizer
 
 import minie5
 from minie5.errors import TruncationWarning
-from minie5.long_texts import combine_windows
-from minie5.tokenizer import Tokenizer
+from minie5.model import combine_windows
 
 HIDDEN = 384
 TOL = 1e-6
@@ -40,10 +40,11 @@ def corpus() -> list[str]:
     return CORPUS.read_text(encoding="utf-8").splitlines()
 
 
-@pytest.fixture(scope="module")
-def full_tokenizer(e5_dir) -> Tokenizer:
-    """The model's tokenizer with a limit no text reaches: untruncated ids, <s> and </s> included."""
-    return Tokenizer(e5_dir, 10**6)
+def truncating_tokenizer(model, max_length: int) -> HFTokenizer:
+    """A copy of the model's tokenizers pipeline that truncates by itself, as transformers has it do."""
+    tokenizer = HFTokenizer.from_str(model.tokenizer.backend.to_str())
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
 
 
 def max_diff(a, b) -> float:
@@ -76,20 +77,18 @@ def test_window_ids_of_texts_that_fit_are_the_plain_ids(e5_model, corpus):
     """On 2,850 real multilingual lines (and prefixed copies): one window, the tokenizer's own ids."""
     texts = corpus + ["query: " + t for t in corpus[:500]]
     plain, truncated = e5_model.tokenizer.encode(texts)
-    windows, owner = e5_model._untruncated.get().windows(texts, 512)
+    contents = e5_model.tokenizer.content_ids(texts)
     fitting = [i for i, ids in enumerate(plain) if len(ids) < 512]
     assert len(fitting) > 0.99 * len(texts)
-    first_window = np.searchsorted(owner, np.arange(len(texts)))  # a text's windows are consecutive
     for i in fitting:
-        assert windows[first_window[i]] == plain[i], f"text {i}: {texts[i]!r}"
-        assert np.count_nonzero(owner == i) == 1
+        assert e5_model.tokenizer.windows(contents[i], 512) == [plain[i]], f"text {i}: {texts[i]!r}"
 
 
 @pytest.mark.filterwarnings("ignore::minie5.errors.TruncationWarning")
 @pytest.mark.parametrize("max_length", [512, 64])
-def test_window_mode_by_hand(e5_model, full_tokenizer, max_length):
+def test_window_mode_by_hand(e5_model, max_length):
     """Windows of max_length - 2 pieces, each <s> ... </s>, token-count-weighted mean, normalised."""
-    ids = full_tokenizer.encode([LONG_TEXT])[0][0]
+    ids = e5_model.tokenizer.backend.encode(LONG_TEXT).ids  # the tokenizers library: all of the text
     bos, content, eos = ids[0], ids[1:-1], ids[-1]
     size = max_length - 2
     windows = [[bos] + content[s:s + size] + [eos] for s in range(0, len(content), size)]
@@ -125,16 +124,17 @@ def test_combine_windows_is_the_token_weighted_mean():
 
 
 # ---------------------------------------------------------------- truncation
-def test_other_max_length_truncates_like_the_tokenizer(e5_model, e5_dir, corpus):
-    """max_length=16: the ids are those of a Tokenizer built with max_length=16 (the tokenizers library's truncation)."""
-    tok16 = Tokenizer(e5_dir, 16)
+def test_other_max_length_truncates_like_the_tokenizers_library(e5_model, corpus):
+    """max_length=16: the ids are those the tokenizers library truncates to (as transformers has it do)."""
+    tok16 = truncating_tokenizer(e5_model, 16)
     texts = corpus[:400] + [LONG_TEXT, "", "a"]
-    expected, expected_truncated = tok16.encode(texts)
-    ids, truncated = e5_model._untruncated.get().truncate(texts, 16)
-    assert ids == expected and truncated == expected_truncated > 0
+    expected = tok16.encode_batch(texts)
+    ids, truncated = e5_model.tokenizer.encode(texts, 16)
+    assert ids == [e.ids for e in expected]
+    assert truncated == sum(1 for e in expected if e.overflowing) > 0
 
     sample = [LONG_TEXT, SHORT_TEXTS[4], SHORT_TEXTS[0]]
-    by_hand = np.array([unit(mean_pooled(e5_model, x)) for x in tok16.encode(sample)[0]])
+    by_hand = np.array([unit(mean_pooled(e5_model, e.ids)) for e in tok16.encode_batch(sample)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
         got = e5_model.encode(sample, max_length=16)
@@ -179,7 +179,8 @@ def test_truncation_warning_is_a_user_warning():
 
 # ---------------------------------------------------------------- option checks
 @pytest.mark.parametrize("kwargs, message", [
-    ({"max_length": 513}, r"max_length 513 exceeds the model's max_position_embeddings \(512\)"),
+    ({"max_length": 513}, r"max_length 513 exceeds the 512 positions the model can embed "
+                          r"\(max_position_embeddings 512\)"),  # e5-small is a BertModel: 512 rows, all usable
     ({"max_length": 0}, "max_length"),
     ({"max_length": 2, "long": "window"}, "at least 3"),
     ({"max_length": "64"}, "max_length must be an integer"),
