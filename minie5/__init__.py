@@ -15,9 +15,13 @@ The pipeline, one module per step:
 docs/architecture.md is the map.
 """
 from .config import ModelConfig
-from .errors import InputError, Minie5Error, Minie5Warning, ModelFileError, TruncationWarning, UnsupportedModelError
+from .errors import (InputError, Minie5Error, Minie5Warning, ModelFileError, TruncationWarning,
+                     UnsupportedArgumentError, UnsupportedModelError)
 from .model import DEFAULT_MODEL, ForwardOutput, Model, load
+from .quantize import quantize_embeddings
+from .st import SentenceTransformer
 
 __version__ = "0.1.0"
 __all__ = ["load", "Model", "ForwardOutput", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
-           "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__"]
+           "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__",
+           "SentenceTransformer", "quantize_embeddings", "UnsupportedArgumentError"]
