@@ -19,9 +19,9 @@ from .errors import (InputError, Minie5Error, Minie5Warning, ModelFileError, Tru
                      UnsupportedArgumentError, UnsupportedModelError)
 from .model import DEFAULT_MODEL, ForwardOutput, Model, load
 from .quantize import quantize_embeddings
-from .st import SentenceTransformer
+from .st import SentenceTransformer, SimilarityFunction
 
 __version__ = "0.1.0"
 __all__ = ["load", "Model", "ForwardOutput", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
            "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__",
-           "SentenceTransformer", "quantize_embeddings", "UnsupportedArgumentError"]
+           "SentenceTransformer", "SimilarityFunction", "quantize_embeddings", "UnsupportedArgumentError"]

@@ -26,6 +26,7 @@ import contextlib
 import os
 import re
 import warnings
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,15 @@ DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")  # encode_document tak
 E5_NAME = re.compile(r"(^|[^a-z0-9])e5([^a-z0-9]|$)")  # "multilingual-e5-small", "e5-small-v2", "e5-base"
 SIMILARITY_FN_NAMES = ("cosine", "dot", "euclidean", "manhattan")
 BACKENDS = ("torch",)  # sentence-transformers' default; its "onnx" / "openvino" engines are not minie5's
+
+
+class SimilarityFunction(Enum):
+    """The values of similarity_fn_name, as sentence_transformers.SimilarityFunction names them."""
+    COSINE = "cosine"
+    DOT_PRODUCT = "dot"
+    DOT = "dot"  # an alias of DOT_PRODUCT
+    EUCLIDEAN = "euclidean"  # minus the euclidean distance
+    MANHATTAN = "manhattan"  # minus the manhattan distance
 
 
 def is_e5_name(name_or_path) -> bool:
@@ -194,7 +204,7 @@ class SentenceTransformer:
 
     @similarity_fn_name.setter
     def similarity_fn_name(self, name) -> None:
-        name = getattr(name, "value", name)  # a sentence_transformers SimilarityFunction member
+        name = getattr(name, "value", name)  # a SimilarityFunction member (minie5's or sentence-transformers')
         if name not in SIMILARITY_FN_NAMES:
             raise ValueError(f"similarity_fn_name must be one of {SIMILARITY_FN_NAMES}, got {name!r}")
         self._similarity_fn_name = name
