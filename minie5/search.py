@@ -32,7 +32,7 @@ from .quantize import hamming_distances
 
 BINARY_INDEX_SUFFIX = ".binary.npz"  # docs.npy (float index) -> docs.binary.npz
 BLOCK_ROWS = 65536  # rows of the float index read at a time while building the binary index
-RESCORE_MULTIPLIER = 50  # `minie5 search --binary`: candidates rescored in float per result (k x 50)
+RESCORE_MULTIPLIER = 100  # `minie5 search --binary`: candidates rescored in float per result (k x 100)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

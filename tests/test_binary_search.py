@@ -16,6 +16,7 @@ import pytest
 
 import minie5
 from cli_helpers import EXAMPLES, run_cli, write_lines
+from helpers import REPO, load_script
 from minie5.files import write_quantized_npy
 from minie5.search import BinaryIndex, binary_search, build_binary_index, float_search
 
@@ -146,7 +147,7 @@ def test_search_binary_prints_what_float_search_prints_and_keeps_both_indexes(e5
     float_run = run_cli("search", "--corpus", corpus, *queries, "-k", "3", "--model", e5_dir)
     first = run_cli("search", "--corpus", corpus, *queries, "-k", "3", "--binary", "--model", e5_dir)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == float_run.stdout  # 24 lines < 3 x 50 candidates: every row is rescored
+    assert first.stdout == float_run.stdout  # 24 lines < 3 x 100 candidates: every row is rescored
     index, bits = corpus.with_suffix(".npy"), corpus.with_name("docs.binary.npz")
     assert f"saved the corpus embeddings in {index}" in first.stderr
     assert f"saved the binary index in {bits}" in first.stderr
@@ -187,3 +188,16 @@ def test_rescore_multiplier_needs_binary(tmp_path):
     path = write_lines(tmp_path / "docs.txt", ["a"])
     result = run_cli("search", "--corpus", path, "q", "--rescore-multiplier", "3", "--model", tmp_path / "none")
     assert "--rescore-multiplier applies to --binary search" in result.error_line()
+
+
+def test_recall_script_runs_and_rescoring_every_row_is_exact(e5_dir, tmp_path):
+    """scripts/binary_search_recall.py on 300 lines of tests/data/multilingual.txt: with 10 x 100 candidates
+    every row is rescored, so recall is 1; the timings are reported for both searches."""
+    script = load_script("binary_search_recall.py")
+    results = script.main(["--model", str(e5_dir), "--corpus", str(REPO / "tests" / "data" / "multilingual.txt"),
+                           "--lines", "300", "--queries", "12", "--multipliers", "1", "100", "--scale-rows", "1000",
+                           "--workdir", str(tmp_path)])
+    header, rule, at_zero, at_mean = results["table"]
+    assert at_zero.startswith("| bits at 0 |") and at_zero.endswith("| 1.000 |")
+    assert at_mean.startswith("| bits at mean |") and at_mean.endswith("| 1.000 |")
+    assert set(results["timings"]) == {300, 1000}
