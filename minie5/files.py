@@ -299,9 +299,12 @@ def write_quantized_npy(path, blocks, rows: int, dim: int, precision: str, calib
         ranges = quantization_ranges(calibration)  # [2, dim]
         write_npy(path, (quantize_embeddings(block, precision, ranges=ranges) for block in blocks), rows, dim, dtype)
         return
-    if rows < 2:
-        raise InputError(f"cannot compute {precision} quantization ranges from {rows} embedding"
-                         f"{'' if rows == 1 else 's'}: give --calibration FILE.npy")
+    if rows == 0:  # nothing to calibrate: an empty [0, dim] file, as quantize_embeddings returns
+        write_npy(path, blocks, 0, dim, dtype)
+        return
+    if rows == 1:
+        raise InputError(f"cannot compute {precision} quantization ranges from 1 embedding: give "
+                         f"--calibration FILE.npy")
     path = Path(path)
     spool = path.with_name(f".{path.name}.{os.getpid()}.float32.npy")
     low = np.full(dim, np.inf, dtype=np.float32)  # running per-dimension min and max of the embeddings

@@ -170,11 +170,14 @@ class SentenceTransformer:
         if similarity is not None and similarity not in SIMILARITY_FN_NAMES:
             raise ModelFileError(path, f"field 'similarity_fn_name' is {similarity!r}; minie5.SentenceTransformer "
                                        f"computes {', '.join(SIMILARITY_FN_NAMES)}")
+        truncate = raw.get("truncate_dim")
+        if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int) or truncate < 1):
+            raise ModelFileError(path, f"field 'truncate_dim' must be a positive integer, got {truncate!r}")
         declared = dict(self.model.config.prompts) if raw.get("prompts") is not None else None
         if declared is None and is_e5_name(self.model_name_or_path):
             declared = dict(E5_PROMPTS)
         return {"prompts": declared or {}, "default": raw.get("default_prompt_name"), "similarity": similarity,
-                "truncate": raw.get("truncate_dim")}
+                "truncate": truncate}
 
     @staticmethod
     def _merge_prompts(given: dict | None, saved: dict) -> dict:

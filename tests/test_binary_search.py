@@ -76,6 +76,14 @@ def test_streamed_scalar_quantization_equals_one_call(tmp_path, precision):
     np.testing.assert_array_equal(np.load(out), reference_quantize()(floats, precision))
 
 
+def test_embed_precision_of_an_empty_file_is_an_empty_array(e5_dir, tmp_path):
+    empty = write_lines(tmp_path / "empty.txt", [])
+    for precision, shape in (("int8", (0, 384)), ("ubinary", (0, 48))):
+        result = run_cli("embed", "-i", empty, "-o", tmp_path / "out.npy", "--precision", precision, "--model", e5_dir)
+        assert result.returncode == 0, result.stderr
+        assert np.load(tmp_path / "out.npy").shape == shape
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--precision", "int8"], "--precision int8 writes a .npy file: give -o FILE.npy"),
     (["--precision", "binary", "-o", "{tmp}/x.jsonl"], "--precision binary writes a .npy file"),

@@ -183,3 +183,6 @@ def test_saved_similarity_and_truncate_dim_are_read(tmp_path, minilm_dir):
     (copy / "config_sentence_transformers.json").write_text(json.dumps({"similarity_fn_name": "maxsim"}))
     with pytest.raises(minie5.ModelFileError, match="similarity_fn_name"):
         SentenceTransformer(str(copy))
+    (copy / "config_sentence_transformers.json").write_text(json.dumps({"truncate_dim": "64"}))
+    with pytest.raises(minie5.ModelFileError, match="config_sentence_transformers.json: field 'truncate_dim'"):
+        SentenceTransformer(str(copy))
