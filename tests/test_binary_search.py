@@ -16,7 +16,7 @@ import pytest
 
 import minie5
 from cli_helpers import EXAMPLES, run_cli, write_lines
-from helpers import REPO, load_script
+from helpers import REPO, load_script, sentence_transformers_quantize
 from minie5.files import write_quantized_npy
 from minie5.search import BinaryIndex, binary_search, build_binary_index, float_search
 
@@ -30,12 +30,11 @@ def corpus(tmp_path):
 
 
 def reference_quantize():
-    """sentence-transformers' quantize_embeddings when torch is there, else minie5's (identical: test_quantize.py)."""
+    """sentence-transformers' quantize_embeddings when installed, else minie5's (identical: test_quantize.py)."""
     try:
-        from sentence_transformers.util.quantization import quantize_embeddings
+        return sentence_transformers_quantize()
     except ImportError:
         return minie5.quantize_embeddings
-    return quantize_embeddings
 
 
 # ---------------------------------------------------------------- embed --precision

@@ -1,7 +1,6 @@
 """minie5.quantize_embeddings gives sentence-transformers' arrays, bit for bit, on the same float embeddings.
 
-The reference is sentence_transformers.quantization.quantize_embeddings (imported
-from its current home, sentence_transformers.util.quantization), run on the very
+The reference is sentence-transformers' quantize_embeddings, run on the very
 arrays minie5 quantises: real e5 embeddings and random ones with awkward shapes
 (a width that is not a multiple of 8, constant dimensions, float64, values
 outside the calibration ranges). Then the Hamming distance against a plain count.
@@ -13,7 +12,7 @@ import pytest
 
 import minie5
 from conftest import requires_torch
-from helpers import REPO
+from helpers import REPO, sentence_transformers_quantize
 from minie5.quantize import hamming_distances, popcount_rows, popcount_rows_reference
 
 PRECISIONS = ["float32", "int8", "uint8", "binary", "ubinary"]
@@ -21,9 +20,8 @@ PRECISIONS = ["float32", "int8", "uint8", "binary", "ubinary"]
 
 @pytest.fixture(scope="module")
 def st_quantize():
-    pytest.importorskip("torch")
-    from sentence_transformers.util.quantization import quantize_embeddings
-    return quantize_embeddings
+    pytest.importorskip("sentence_transformers")
+    return sentence_transformers_quantize()
 
 
 @pytest.fixture(scope="module")
