@@ -40,8 +40,7 @@ from .files import (STDIN, TextFile, read_calibration, saved_index, saving_npy, 
                     write_npy, write_quantized_npy)
 from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
 from .quantize import PRECISIONS, SCALAR_PRECISIONS
-from .search import (RESCORE_MULTIPLIER, binary_index_path, binary_search, build_binary_index, float_search,
-                     save_binary_index, saved_binary_index)
+from .search import RESCORE_MULTIPLIER, binary_index_for, binary_search, float_search
 
 PROG = "minie5"
 EXIT_ERROR = 2
@@ -293,18 +292,10 @@ def binary_results(args: argparse.Namespace, model, source: TextFile, options: d
             pass
     elif not args.quiet:
         info(f"using the corpus embeddings saved in {path}")
+    index, what_happened = binary_index_for(path, rows, dim)
+    if not args.quiet:
+        info(what_happened)
     vectors = np.load(path, mmap_mode="r")  # [rows, dim] float32, read only at the candidates' rows
-    index_path = binary_index_path(path)
-    index, why_not = saved_binary_index(index_path, path, rows, dim)
-    if index is None:
-        if index_path.exists() and not args.quiet:
-            info(f"{why_not}: building it again")
-        index = build_binary_index(vectors)
-        save_binary_index(index_path, index)
-        if not args.quiet:
-            info(f"saved the binary index in {index_path}")
-    elif not args.quiet:
-        info(f"using the binary index saved in {index_path}")
     multiplier = args.rescore_multiplier or RESCORE_MULTIPLIER
     return binary_search(index, vectors, queries, args.k, args.k * multiplier)
 

@@ -127,3 +127,16 @@ def saved_binary_index(path: Path, float_index: Path, rows: int, dim: int) -> tu
                       f"{index.center.dtype} {list(index.center.shape)}, the corpus needs uint8 [{rows}, {width}] "
                       f"and float32 [{dim}]")
     return index, ""
+
+
+def binary_index_for(float_index: Path, rows: int, dim: int) -> tuple[BinaryIndex, str]:
+    """The binary index of a float index: the one saved beside it if it still fits, else built from the
+    float index and saved; and a line saying which (for the command line)."""
+    path = binary_index_path(float_index)
+    index, why_not = saved_binary_index(path, float_index, rows, dim)
+    if index is not None:
+        return index, f"using the binary index saved in {path}"
+    rebuilt = f"{why_not}: built it again; " if path.exists() else ""
+    index = build_binary_index(np.load(float_index, mmap_mode="r"))
+    save_binary_index(path, index)
+    return index, f"{rebuilt}saved the binary index in {path}"
