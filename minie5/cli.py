@@ -39,7 +39,7 @@ from .errors import InputError, Minie5Error, Minie5Warning
 from .files import (STDIN, TextFile, read_calibration, saved_index, saving_npy, write_blocks_jsonl, write_jsonl_file,
                     write_npy, write_quantized_npy)
 from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
-from .quantize import PRECISIONS, SCALAR_PRECISIONS
+from .precision import PRECISIONS, SCALAR_PRECISIONS
 from .search import RESCORE_MULTIPLIER, binary_index_for, binary_search, float_search
 
 PROG = "minie5"

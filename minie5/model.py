@@ -20,7 +20,7 @@ from .config import ModelConfig, read_config
 from .errors import InputError, ModelFileError, TruncationWarning
 from .hub import resolve_model_dir
 from .progress import Progress
-from .quantize import check_precision, quantize_embeddings
+from .precision import check_precision, quantize_embeddings
 from .tokenizer import Tokenizer, first_lone_surrogate
 from .weights import load_weights
 
@@ -216,7 +216,7 @@ class Model:
         a number of seconds draws it only once the job has run that long.
         precision: "float32", or "int8" / "uint8" / "binary" / "ubinary": the
         embeddings quantised for storage as sentence-transformers does it, int8 /
-        uint8 calibrated on this call's embeddings (quantize.py; for fixed ranges,
+        uint8 calibrated on this call's embeddings (precision.py; for fixed ranges,
         minie5.quantize_embeddings(embeddings, precision, ranges=...)).
         """
         check_precision(precision)

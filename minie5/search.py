@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_path
-from .quantize import hamming_distances
+from .precision import hamming_distances
 
 BINARY_INDEX_SUFFIX = ".binary.npz"  # docs.npy (float index) -> docs.binary.npz
 BLOCK_ROWS = 65536  # rows of the float index read at a time while building the binary index

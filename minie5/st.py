@@ -34,7 +34,7 @@ import numpy as np
 from .config import read_json_object
 from .errors import ModelFileError, UnsupportedArgumentError
 from .model import check_texts, load
-from .quantize import check_precision, quantize_embeddings
+from .precision import check_precision, quantize_embeddings
 from .reference import l2_normalize
 
 # sentence-transformers' prompt names that always exist ("" until a file or the caller sets them).

@@ -30,7 +30,7 @@ def corpus(tmp_path):
 
 
 def reference_quantize():
-    """sentence-transformers' quantize_embeddings when installed, else minie5's (identical: test_quantize.py)."""
+    """sentence-transformers' quantize_embeddings when installed, else minie5's (identical: test_precision.py)."""
     try:
         return sentence_transformers_quantize()
     except ImportError:
@@ -48,7 +48,7 @@ def example_floats(e5_dir, tmp_path_factory) -> np.ndarray:
 
 
 # int8: the spooled path (ranges over the whole output), ubinary: the direct one; uint8 / binary differ from them
-# only inside quantize_embeddings (test_quantize.py)
+# only inside quantize_embeddings (test_precision.py)
 @pytest.mark.parametrize("precision", ["int8", "ubinary"])
 def test_embed_precision_writes_quantize_embeddings_of_the_floats(e5_dir, corpus, tmp_path, example_floats,
                                                                   precision):

@@ -152,7 +152,7 @@ def popcount_rows(xor: np.ndarray) -> np.ndarray:
 
     With numpy >= 2.0 and whole 64-bit words per row, np.bitwise_count on the
     rows viewed as uint64 (one hardware popcount per 8 bytes); otherwise
-    popcount_rows_reference. The two agree exactly (tests/test_quantize.py).
+    popcount_rows_reference. The two agree exactly (tests/test_precision.py).
     """
     if hasattr(np, "bitwise_count") and xor.shape[1] % 8 == 0 and xor.flags.c_contiguous:
         return np.bitwise_count(xor.view(np.uint64)).sum(axis=1, dtype=np.int32)  # [b, bytes/8] -> [b]
