@@ -81,6 +81,7 @@ def test_empty_and_whitespace_only_give_the_bos_eos_vector(model):
     assert np.isfinite(vectors).all()
 
 
+@pytest.mark.slow
 def test_ten_thousand_texts(model):
     texts = [f"text number {i}" for i in range(10_000)]
     vectors = model.encode(texts, batch_size=256)

@@ -291,6 +291,8 @@ SHORT = [i for i in range(len(E5_TEXTS)) if i not in LONG]
 # the two 512-token texts).
 RUNS = {"short, batch 8 unsorted": (SHORT, 8, False),
         "all, batch 32 sorted": (list(range(len(E5_TEXTS))), 32, True)}
+# the NumPy reference on both runs takes a minute or more on 2 busy cores: in the slow tier
+RUN_BACKENDS = [pytest.param("reference", marks=pytest.mark.slow), "fast", "fast-numba"]
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +401,7 @@ def e5_forward(e5, e5_dir):
     return run
 
 
-@pytest.mark.parametrize("backend", BACKENDS + ["fast-numba"])
+@pytest.mark.parametrize("backend", RUN_BACKENDS)
 def test_e5_last_hidden_state(hf_e5, e5_forward, backend):
     """fast-numba: the fast path with matmul="numba" (minie5's Numba matmul and attention everywhere)."""
     for label, (indices, batch_size, sort) in RUNS.items():
@@ -460,7 +462,7 @@ def _pooled_rows(hf_e5, e5_forward, backend: str, label: str) -> dict:
     return vectors
 
 
-@pytest.mark.parametrize("backend", BACKENDS + ["fast-numba"])
+@pytest.mark.parametrize("backend", RUN_BACKENDS)
 def test_e5_batching_drift(hf_e5, e5_forward, backend):
     """A text's vector hardly depends on its batch: batch 8 unsorted (heavy padding) vs batch 32 sorted.
     minie5 stays within ROUNDING (docs/behaviour.md, "Determinism"); with matmul="numba" a row's

@@ -2,6 +2,8 @@
 are the hand-counted ones (docs/architecture.md quotes both)."""
 from __future__ import annotations
 
+import pytest
+
 from helpers import load_script
 
 
@@ -15,6 +17,7 @@ def test_flops_per_token_by_hand(e5_model):
     assert flops["attention (scores, softmax, mix)"] == 12 * 4 * 128 * 384  # 2.4 M at T = 128
 
 
+@pytest.mark.slow
 def test_time_blocks_runs(e5_dir, capsys):
     result = load_script("time_blocks.py").main(["--model", str(e5_dir), "--batch", "2", "--tokens", "16", "--repeats", "1"])
     out = capsys.readouterr().out
