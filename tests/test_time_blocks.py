@@ -26,3 +26,14 @@ def test_time_blocks_runs(e5_dir, capsys):
     assert {"FFN up (H -> F)", "Q, K, V projections", "attention (scores, softmax, mix)", "GELU"} <= set(blocks)
     assert 0 < sum(best[b] for b in blocks) <= best["total (wall)"]
     assert "FLOPs per token at T = 16" in out
+
+
+@pytest.mark.slow
+def test_plans_script_times_every_plan(e5_dir, capsys):
+    """scripts/plans.py (docs/performance.md, the engine plan): one row per size, one column per plan."""
+    results = load_script("plans.py").main(["--model", str(e5_dir), "--tokens", "12", "70", "--rounds", "1"])
+    assert set(results) == {12, 70}
+    for row in results.values():
+        assert set(row) == {"parallel Numba", "serial, 1 thread", "serial + split", "sgemm"}
+        assert all(0 < low <= median for median, low in row.values())
+    assert "serial + split" in capsys.readouterr().out
