@@ -26,6 +26,7 @@ warnings (truncated texts, replaced bytes) as `minie5: warning: ...`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -36,8 +37,8 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, Minie5Error, Minie5Warning
-from .files import (STDIN, TextFile, read_calibration, saved_index, saving_npy, write_blocks_jsonl, write_jsonl_file,
-                    write_npy, write_quantized_npy)
+from .files import (STDIN, ResumableNpy, TextFile, read_calibration, saved_index, saving_npy, write_blocks_jsonl,
+                    write_jsonl_file, write_npy, write_quantized_npy)
 from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
 from .precision import PRECISIONS, SCALAR_PRECISIONS
 from .search import RESCORE_MULTIPLIER, binary_index_for, binary_search, float_search
@@ -124,7 +125,36 @@ def add_embed_parser(subparsers) -> None:
                              "quantisation ranges (default: those of the embeddings written)")
     add_encoding_arguments(parser)
     add_input_arguments(parser)
+    add_resume_and_ray_arguments(parser)
     parser.set_defaults(run=run_embed, parser=parser)
+
+
+def add_resume_and_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """--resume, and the options of `embed --ray` (docs/scale-out.md)."""
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run that was stopped: -i FILE -o FILE.npy keeps the rows its hidden "
+                             ".partial file holds; with --ray, the rows already in OUTDIR")
+    group = parser.add_argument_group("scale-out on a Ray cluster (pip install 'minie5[ray]'; docs/scale-out.md)")
+    group.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                       help="embed with Ray Data: 'local' starts a one-node cluster on this machine, 'auto' or "
+                            "ADDRESS joins a running one. -i is then a file, a directory or a glob of text, JSON "
+                            "Lines or Parquet files; -o a directory that receives Parquet files of id and embedding")
+    group.add_argument("--id-field", default=None, metavar="NAME",
+                       help="the JSON field or Parquet column holding each row's id (default: the row number, "
+                            "from 0, over the files in sorted order)")
+    group.add_argument("--keep-columns", type=comma_list, default=[], metavar="A,B",
+                       help="fields or columns copied from the input to the output rows")
+    group.add_argument("--actors", type=positive_int, default=None, metavar="N",
+                       help="actors embedding at once (default: as many as the cluster holds, one CPU left free)")
+    group.add_argument("--threads-per-actor", type=positive_int, default=None, metavar="N",
+                       help="Numba threads and CPUs per actor (default: 1)")
+    group.add_argument("--rows-per-file", type=positive_int, default=None, metavar="N",
+                       help="rows per output Parquet file, at least (default: 10000)")
+
+
+def comma_list(value: str) -> list[str]:
+    """argparse type: "a,b" -> ["a", "b"]."""
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def vector_to_json(vector: np.ndarray) -> list[float]:
@@ -194,9 +224,34 @@ def check_precision_arguments(args: argparse.Namespace, kind: str) -> None:
         args.parser.error(f"--calibration applies to --precision int8 or uint8, not {args.precision}")
 
 
+RAY_ONLY = ("id_field", "keep_columns", "actors", "threads_per_actor", "rows_per_file")
+
+
+def run_embed_on_ray(args: argparse.Namespace) -> int:
+    """`embed --ray`: minie5/scaleout.py runs the job (it imports Ray, and names the extra if Ray is missing)."""
+    if args.texts or args.input in (None, STDIN):
+        args.parser.error("--ray reads -i INPUT: a file, a directory or a glob (not TEXT arguments or stdin)")
+    if args.output is None or args.output == "-":
+        args.parser.error("--ray writes to -o OUTDIR, a directory of Parquet files")
+    if args.precision != "float32" or args.calibration is not None:
+        args.parser.error("--ray writes float32 embeddings; --precision and --calibration apply to -o FILE.npy")
+    args.model = args.model or default_model()
+    args.threads_per_actor = args.threads_per_actor or 1
+    args.rows_per_file = args.rows_per_file or 10_000
+    from .scaleout import run
+    return run(args)
+
+
 def run_embed(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return run_embed_on_ray(args)
+    used = [name for name in RAY_ONLY if getattr(args, name)]
+    if used:
+        args.parser.error(f"--{used[0].replace('_', '-')} works with --ray only")
     kind = output_kind(args.output)
     check_precision_arguments(args, kind)
+    if args.resume and (kind != "npy" or args.texts or args.input in (None, STDIN) or args.precision != "float32"):
+        args.parser.error("--resume continues -i FILE -o FILE.npy at float32 precision (or a --ray job)")
     source = embed_input(args)  # read and checked before the model loads: bad lines fail fast
     try:
         model = load_model(args.model)
@@ -208,6 +263,8 @@ def run_embed(args: argparse.Namespace) -> int:
             result = vector_to_json(vectors[0]) if len(args.texts) == 1 else [vector_to_json(v) for v in vectors]
             print(json.dumps(result))
             return 0
+        if kind == "npy" and args.precision == "float32" and source is not None and source.path != STDIN:
+            return embed_file_to_npy(args, model, source, options)
         texts, total = (args.texts, len(args.texts)) if source is None else (source.texts(), source.report.texts)
         blocks = model.encode_chunks(texts, total=total, **options)  # options checked here, before any output
         if kind == "npy" and args.precision != "float32":
@@ -224,6 +281,30 @@ def run_embed(args: argparse.Namespace) -> int:
     finally:
         if source is not None:
             source.close()
+
+
+def embed_file_to_npy(args: argparse.Namespace, model, source: TextFile, options: dict) -> int:
+    """-i FILE -o FILE.npy through a .partial file that a stopped run leaves for --resume (files.ResumableNpy)."""
+    total = source.report.texts
+    stat = os.stat(source.path)
+    signature = {"input": str(Path(source.path).resolve()), "input_bytes": stat.st_size,
+                 "input_mtime_ns": stat.st_mtime_ns, "field": args.field, "errors": args.errors,
+                 "model": str(model.model_dir.resolve()), "prefix": args.prefix, "normalize": not args.no_normalize,
+                 "max_length": args.max_length, "long": args.long}
+    with ResumableNpy(args.output, total, model.config.hidden_size, signature) as output:
+        start, why = output.start(args.resume)
+        if why:
+            info(why)
+        texts = itertools.islice(source.texts(), start, None)
+        blocks = model.encode_chunks(texts, total=total - start, **options)  # options checked here
+        try:
+            output.write(blocks)
+        except BaseException:
+            if output.done:
+                info(f"{output.done} of {total} rows are saved in {output.partial}; the same command with "
+                     f"--resume goes on from there")
+            raise
+    return 0
 
 
 # ---------------------------------------------------------------- search

@@ -32,6 +32,7 @@ class InputError(Minie5Error, ValueError):
     def __init__(self, message: str, path=None, line: int | None = None):
         self.path = None if path is None else str(path)
         self.line = line
+        self.reason = message  # the message without the file and line
         where = ""
         if self.path is not None:
             where = f"{self.path}: " if line is None else f"{self.path}: line {line}: "
@@ -63,3 +64,7 @@ class Minie5Warning(UserWarning):
 
 class TruncationWarning(Minie5Warning):
     """Some texts were longer than max_length tokens and only their beginning was embedded."""
+
+
+class MissingExtraError(Minie5Error, ImportError):
+    """An optional part of minie5 was used without the packages of its extra (pip install 'minie5[EXTRA]')."""

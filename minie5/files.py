@@ -40,6 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:
+    import fcntl  # POSIX: locks the partial file of a resumable output
+except ImportError:  # Windows
+    fcntl = None
+
 from .errors import InputError, json_type
 from .precision import (BINARY_PRECISIONS, SCALAR_PRECISIONS, precision_dtype, quantization_ranges, quantize_embeddings,
                        stored_width)
@@ -84,7 +89,7 @@ class TextFile:
         report = ScanReport()
         with self._open_for_scan() as lines:
             for number, raw in lines:
-                text, replaced = self._decode(raw, number)
+                text, replaced = self.decode_line(raw, number)
                 if replaced:
                     report.replaced_lines.append(number)
                 if self.jsonl:
@@ -97,7 +102,7 @@ class TextFile:
         """The texts, one per line, in order (lazily: one line in memory at a time)."""
         with self._open_again() as f:
             for number, raw in numbered_lines(f):
-                text, _ = self._decode(raw, number)
+                text, _ = self.decode_line(raw, number)
                 yield self._field_of(text, number) if self.jsonl else text
 
     def texts_at(self, indices) -> dict:
@@ -155,7 +160,7 @@ class TextFile:
             raise RuntimeError(f"{self.name}: call scan() before texts()")
 
     # ------------------------------------------------------------ one line
-    def _decode(self, raw: bytes, number: int) -> tuple[str, bool]:
+    def decode_line(self, raw: bytes, number: int) -> tuple[str, bool]:
         """Bytes of one line -> (text, whether bytes were replaced). Strict mode names the bad bytes."""
         try:
             return raw.decode("utf-8"), False
@@ -169,6 +174,10 @@ class TextFile:
 
     def _field_of(self, text: str, number: int) -> str:
         """One JSON Lines line -> the string in its field."""
+        return self.parse_record(text, number)[self.field]
+
+    def parse_record(self, text: str, number: int) -> dict:
+        """One JSON Lines line -> its object, checked to hold a string in the text field."""
         if not text.strip():
             raise InputError(f"empty line; a JSON Lines file needs one JSON object per line, "
                              f"each with a {self.field!r} string", self.name, number)
@@ -186,7 +195,7 @@ class TextFile:
         if not isinstance(value[self.field], str):
             raise InputError(f"field {self.field!r} is a JSON {json_type(value[self.field])}, expected a string",
                              self.name, number)
-        return value[self.field]
+        return value
 
 
 def numbered_lines(f, copy_to=None):
@@ -212,12 +221,16 @@ class NpyWriter:
     unmapped, so the process never holds more than one block of the file.
     """
 
-    def __init__(self, path, rows: int, dim: int, dtype=np.float32):
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, dim))
+    def __init__(self, path, rows: int, dim: int, dtype=np.float32, start: int = 0):
+        """A new file of [rows, dim], or with start > 0 an existing one whose first `start` rows are kept."""
+        array = np.lib.format.open_memmap(path, mode="r+" if start else "w+", dtype=dtype, shape=(rows, dim))
+        if array.dtype != np.dtype(dtype) or array.shape != (rows, dim):  # r+ reads the header instead
+            raise ValueError(f"{path}: holds {array.dtype} {list(array.shape)}, expected {np.dtype(dtype)} "
+                             f"[{rows}, {dim}]")
         self.data_offset = array.offset  # bytes of header before row 0
         del array
         self.path, self.rows, self.dim, self.dtype = str(path), rows, dim, np.dtype(dtype)
-        self.written = 0
+        self.written = start
 
     def write(self, block: np.ndarray) -> None:
         """Append rows [k, dim] after those already written."""
@@ -342,6 +355,101 @@ def read_calibration(path, dim: int) -> np.ndarray:
         raise InputError(f"holds embeddings of {array.shape[1]} dimensions, the model's have {dim}: calibrate "
                          f"with embeddings of the same model", path)
     return np.asarray(array)
+
+
+# ---------------------------------------------------------------- resumable .npy
+class ResumableNpy:
+    """The .npy output of `minie5 embed -i FILE -o big.npy`, which a killed run's successor can continue.
+
+    Rows go to `.big.npy.partial` beside the output, in input order; after
+    each block, `.big.npy.partial.json` records how many rows are complete and
+    the job's signature (the input file, the model, the options that change
+    the numbers). Whatever stops the run (Ctrl-C, an error, a kill), both stay;
+    a run with --resume and the same signature keeps the recorded rows and
+    embeds the rest. The partial file becomes big.npy when its last row is
+    written, and the record is removed. While a run writes, it holds a lock on
+    the partial file, so that two runs never write one output.
+    """
+
+    def __init__(self, path, rows: int, dim: int, signature: dict):
+        self.path = Path(path)
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.record = self.path.with_name(f".{self.path.name}.partial.json")
+        self.rows, self.dim = rows, dim
+        self.signature = {**signature, "rows": rows, "dim": dim}
+        self.done = 0  # rows complete in the partial file
+        self._lock = None
+        self._disposable = False  # the partial file holds nothing worth resuming (this run made or emptied it)
+
+    def __enter__(self) -> "ResumableNpy":
+        """Lock the partial file (created if absent); InputError if another process holds it."""
+        self._disposable = not self.partial.exists()
+        self._lock = open(self.partial, "ab")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                raise InputError(f"-o {self.path}: another minie5 process is writing {self.partial}") from None
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self._disposable and self.done == 0:  # nothing worth resuming
+            for path in (self.partial, self.record):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        self._lock.close()  # releases the lock
+
+    def saved(self) -> tuple[int, dict | None]:
+        """(rows complete, the signature they were written with) of the partial file; (0, None) if unknown."""
+        try:
+            record = json.loads(self.record.read_text(encoding="utf-8"))
+            rows, signature = int(record["rows_done"]), record["signature"]
+            array = np.load(self.partial, mmap_mode="r")
+            shape_ok = array.dtype == np.float32 and array.shape == (signature["rows"], signature["dim"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0, None
+        return (rows, signature) if shape_ok and 0 <= rows <= signature["rows"] else (0, None)
+
+    def start(self, resume: bool) -> tuple[int, str]:
+        """The first row to embed, and a line saying why: the saved rows with resume, else 0.
+
+        resume with a partial file of another job (another input, model or
+        option) raises InputError naming what differs.
+        """
+        rows, signature = self.saved()
+        if not resume:
+            self.done = 0
+            return 0, (f"{self.partial} holds {rows} of {signature['rows']} rows of an earlier run: starting "
+                       f"again (--resume continues it instead)" if signature else "")
+        if signature is None:
+            return 0, f"nothing to resume ({self.partial} has no saved rows): embedding all {self.rows} texts"
+        if signature != self.signature:
+            differs = ", ".join(f"{key} {signature.get(key)!r} then, {self.signature.get(key)!r} now"
+                                for key in sorted(set(signature) | set(self.signature))
+                                if signature.get(key) != self.signature.get(key))
+            raise InputError(f"--resume: {self.partial} was written by another job ({differs}); "
+                             f"run without --resume to start again")
+        self.done = rows
+        return rows, f"resuming: {rows} of {self.rows} rows are saved in {self.partial}"
+
+    def write(self, blocks) -> None:
+        """Append the blocks after the saved rows, recording progress after each; rename when complete."""
+        writer = NpyWriter(self.partial, self.rows, self.dim, start=self.done)
+        if not self.done:
+            self._disposable = True  # an earlier run's rows, if any, are overwritten from here on
+            self._save_record()
+        for block in blocks:
+            writer.write(block)
+            self.done = writer.written
+            self._save_record()
+        writer.close()
+        os.replace(self.partial, self.path)
+        self.record.unlink()
+
+    def _save_record(self) -> None:
+        with atomic_path(self.record) as tmp:
+            tmp.write_text(json.dumps({"rows_done": self.done, "signature": self.signature}), encoding="utf-8")
 
 
 def saved_index(path: Path, corpus: str, rows: int, dim: int) -> tuple[np.ndarray | None, str]:

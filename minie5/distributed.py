@@ -1,0 +1,326 @@
+"""Embedding on a Ray cluster with Ray Data: a callable class for map_batches, and a job set up right.
+
+    import ray
+    from minie5.distributed import embed_dataset
+
+    ds = ray.data.read_parquet("/shared/passages/")              # any Dataset with a string column
+    ds = embed_dataset(ds, "intfloat/multilingual-e5-small", column="text", prefix="passage")
+    ds.write_parquet("/shared/embeddings/")                      # every row + "embedding": 384 float32
+
+Ray Data does the scheduling, the retries and the data movement; minie5
+brings the model (Embedder: loaded once per actor, each call embeds one batch
+with the number of threads the actor holds) and the settings a user would
+otherwise get wrong (embed_dataset):
+
+  * blocks of a few hundred rows (repartition), so that every actor gets work;
+  * an actor pool that never takes every CPU: reading and writing are tasks
+    that need a CPU too, and a pool holding all of them hangs the job forever
+    (ray-project/ray#44687);
+  * memory per actor from the measured peak RSS of an actor;
+  * DataContext.max_errored_blocks = 0: a failed block fails the job, rather
+    than being dropped without a word.
+
+On each node the first actor fetches the model (a hub id goes to that node's
+Hugging Face cache) and compiles the Numba kernels into the cache, while the
+node's other actors wait on a lock: they then load both from the caches,
+and concurrent first compiles never write one cache file at once
+(numba/numba#4807). `minie5 embed --ray` (minie5/scaleout.py) runs whole
+jobs on top of this. docs/scale-out.md says what to set on a cluster.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from .errors import InputError, Minie5Error, MissingExtraError, ModelFileError, TruncationWarning
+
+try:
+    import pyarrow as pa
+    import ray
+    import ray.data
+except ImportError as e:
+    raise MissingExtraError(f"minie5.distributed needs Ray Data ({e.name} is not installed): "
+                            f"pip install 'minie5[ray]'") from e
+
+try:
+    import fcntl
+except ImportError:  # Windows: no node lock (Ray's multi-node clusters run on Linux)
+    fcntl = None
+
+import numpy as np
+
+from . import hub
+from .model import LONG_MODES, load
+
+ROWS_PER_BLOCK = 256  # rows per block and per Embedder call: enough to keep a batch of 32 busy, small enough to spread
+RESERVED_CPUS = 1  # CPUs the pool leaves free for the read and write tasks (ray-project/ray#44687)
+# Memory asked per actor: the peak RSS of an actor embedding batches of ROWS_PER_BLOCK texts of up to
+# 512 tokens is about the model's weights plus a fixed part (Python, Ray's worker, Numba, tokenizer,
+# buffers); both measured with scripts/ray_bench.py (docs/scale-out.md), rounded up.
+ACTOR_FIXED_BYTES = 600 << 20
+E5_SMALL_WEIGHT_BYTES = 470 << 20  # used when the model's size is unknown on the driver (a hub id not cached here)
+WARM_UP_TEXTS = ["warm up", "warm up the kernels " * 60]  # a short batch and a long one: both engine plans
+
+
+# ---------------------------------------------------------------- on every node
+@contextlib.contextmanager
+def node_lock(name: str):
+    """Hold a lock that one process of this machine holds at a time (the file lock is node-local)."""
+    path = Path(tempfile.gettempdir()) / f"minie5-{os.getuid()}-{name}.lock"
+    with open(path, "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when f is closed, or when the process dies
+        yield
+
+
+def node_name() -> str:
+    """This node, for error messages: host name, IP address and Ray node id."""
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "?"
+    return f"{socket.gethostname()} ({ray.util.get_node_ip_address()}, Ray node {node_id[:12]})"
+
+
+def load_on_node(model: str, revision: str | None, local_dir: bool, matmul: str):
+    """minie5.load on this node; a local directory that is not here is an error naming the node and the path."""
+    if local_dir and not Path(model).is_dir():
+        raise ModelFileError(model, f"no such model directory on node {node_name()}: a local model directory "
+                                    f"must exist at the same path on every node (or give a hub id, which each "
+                                    f"node fetches into its Hugging Face cache)")
+    return load(model, revision=revision, matmul=matmul)
+
+
+def text_values(batch, column: str) -> list:
+    """The texts of a batch (a pyarrow Table or a dict of numpy arrays); InputError for a missing or null text."""
+    if isinstance(batch, pa.Table):
+        if column not in batch.column_names:
+            raise InputError(f"the dataset has no column {column!r} (columns: {', '.join(batch.column_names)}); "
+                             f"name the text column with column=")
+        values = batch.column(column)
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+                or pa.types.is_string_view(values.type) or pa.types.is_null(values.type)):
+            raise InputError(f"column {column!r} holds {values.type}, expected strings")
+        texts = values.to_pylist()
+    else:
+        if column not in batch:
+            raise InputError(f"the dataset has no column {column!r} (columns: {', '.join(batch)}); name the text "
+                             f"column with column=")
+        texts = list(batch[column])
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"the text of {_row_name(batch, i)} is {'null' if text is None else type(text).__name__}"
+                             f", expected a string")
+    return texts
+
+
+def _row_name(batch, i: int) -> str:
+    """A row of a batch, for error messages: its id when the batch has an "id" column."""
+    ids = batch.column("id") if isinstance(batch, pa.Table) and "id" in batch.column_names else (
+        batch.get("id") if isinstance(batch, dict) else None)
+    if ids is None:
+        return f"row {i} of a batch"
+    value = ids[i].as_py() if isinstance(batch, pa.Table) else ids[i]
+    return f"the row with id {value!r}"
+
+
+def with_embeddings(batch, column: str, vectors: np.ndarray):
+    """The batch with one more column: pyarrow, a fixed-size list of float32 per row; numpy, an [n, dim] array."""
+    if isinstance(batch, pa.Table):
+        if column in batch.column_names:
+            raise InputError(f"the dataset already has a column {column!r}; choose output_column=")
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        return batch.append_column(column, pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
+    if column in batch:
+        raise InputError(f"the dataset already has a column {column!r}; choose output_column=")
+    return {**batch, column: vectors}
+
+
+class Embedder:
+    """A callable class for Dataset.map_batches: the model loaded once per actor, one batch per call.
+
+    Each call embeds the text column and returns the batch with its other
+    columns untouched plus `output_column`: dim float32 values per row (a
+    fixed-size list with batch_format="pyarrow", an [n, dim] array with numpy
+    batches). Options as in Model.encode. threads: the Numba threads of each
+    call, set at the start of every call, because numba.set_num_threads holds
+    per Python thread and Ray Data calls the UDF from another thread than the
+    one that built the actor (Ray sets OMP_NUM_THREADS for an actor, not
+    Numba's count). stats: a JobStats actor told about every call, or None.
+    """
+
+    def __init__(self, model: str, *, column: str = "text", output_column: str = "embedding", threads: int = 1,
+                 revision: str | None = None, matmul: str = "auto", local_dir: bool = False, stats=None,
+                 **encode_options):
+        import numba
+        self._numba = numba
+        self.column, self.output_column, self.threads = column, output_column, threads
+        self.options = encode_options  # prefix, normalize, max_length, long, batch_size
+        self.stats = stats
+        self.key = f"{node_name()} pid {os.getpid()}"
+        with node_lock("load"):  # the first actor of a node fetches and compiles; the others use the caches
+            self.model = load_on_node(model, revision, local_dir, matmul)
+            numba.set_num_threads(threads)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncationWarning)
+                self.model.encode(WARM_UP_TEXTS[:1], **self.options)  # below 64 tokens: the serial kernels
+                self.model.encode(WARM_UP_TEXTS, **self.options)  # the parallel kernels and sgemm
+        self.dim = self.model.config.hidden_size
+
+    def __call__(self, batch):
+        self._numba.set_num_threads(self.threads)  # per thread: this is not the thread that ran __init__
+        texts = text_values(batch, self.column)
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncationWarning)
+            vectors = self.model.encode(texts, **self.options)  # [n, dim]
+        seconds = time.perf_counter() - started
+        truncated = sum(int(str(w.message).split()[0]) for w in caught if issubclass(w.category, TruncationWarning))
+        if self.stats is not None:
+            try:
+                ray.get(self.stats.record.remote(self.key, rows=len(texts), seconds=seconds, truncated=truncated,
+                                                 threads=self._numba.get_num_threads(), peak_rss=peak_rss()))
+            except ray.exceptions.RayActorError:  # its node is gone: the figures are lost, never the rows
+                self.stats = None
+        return with_embeddings(batch, self.output_column, vectors.reshape(len(texts), self.dim))
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+@ray.remote(num_cpus=0)
+class _JobStats:
+    """Collects what the Embedder actors did: per actor, rows, seconds embedding, threads, peak RSS."""
+
+    def __init__(self):
+        self.actors = {}
+
+    def record(self, key: str, rows: int, seconds: float, truncated: int, threads: int, peak_rss: int) -> None:
+        actor = self.actors.setdefault(key, {"actor": key, "calls": 0, "rows": 0, "seconds": 0.0, "truncated": 0,
+                                             "threads": set(), "peak_rss": 0})
+        actor["calls"] += 1
+        actor["rows"] += rows
+        actor["seconds"] += seconds
+        actor["truncated"] += truncated
+        actor["threads"].add(threads)
+        actor["peak_rss"] = max(actor["peak_rss"], peak_rss)
+
+    def summary(self) -> list:
+        """One dict per actor (a restarted actor is a new process: a new entry), threads as a sorted list."""
+        return [{**actor, "threads": sorted(actor["threads"])} for actor in self.actors.values()]
+
+
+def job_stats():
+    """A new JobStats actor (pass it as embed_dataset(stats=...); read it with ray.get(stats.summary.remote())).
+
+    It lives on the driver's node, which the job cannot outlive anyway, so
+    that losing another node loses no figure.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    here = ray.get_runtime_context().get_node_id()
+    return _JobStats.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+
+
+# ---------------------------------------------------------------- the job
+def is_local_dir(model: str) -> bool:
+    """Whether the model names a local directory (else a hub id): it exists here, or it is spelt like a path."""
+    path = Path(model).expanduser()
+    return path.is_dir() or path.is_absolute() or model.startswith((".", "~")) or not hub._REPO_ID.match(model)
+
+
+def actor_memory(model: str, revision: str | None = None) -> int:
+    """Bytes of memory to ask for each actor: the fixed part plus the model's weights (see ACTOR_FIXED_BYTES)."""
+    path = Path(model).expanduser() / "model.safetensors"
+    if not is_local_dir(model):
+        from huggingface_hub import try_to_load_from_cache
+        cached = try_to_load_from_cache(model, "model.safetensors", revision=revision)
+        path = Path(cached) if isinstance(cached, str) else None
+    weights = path.stat().st_size if path is not None and path.is_file() else E5_SMALL_WEIGHT_BYTES
+    return ACTOR_FIXED_BYTES + weights
+
+
+def actor_pool_size(threads: int, actors: int | None, memory: int) -> int:
+    """How many actors of `threads` CPUs and `memory` bytes the cluster holds with RESERVED_CPUS left free.
+
+    actors=None: as many as fit. An explicit number that would leave no CPU
+    for reading and writing is an error: that job would hang.
+    """
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    total = sum(node.get("CPU", 0) for node in nodes)
+    fit = sum(min(int(node.get("CPU", 0) // threads), int(node.get("memory", 0) // memory)) for node in nodes)
+    most = min(fit, int((total - RESERVED_CPUS) // threads))
+    if most < 1:
+        raise Minie5Error(f"the Ray cluster has {total:g} CPUs: no actor of {threads} thread(s) and "
+                          f"{memory / 2**30:.1f} GiB fits and leaves {RESERVED_CPUS} CPU for reading and writing, "
+                          f"without which the job would hang (ray-project/ray#44687); use fewer threads per actor "
+                          f"or a larger cluster")
+    if actors is None:
+        return most
+    if actors > most:
+        raise Minie5Error(f"{actors} actors of {threads} thread(s) do not fit in the Ray cluster ({total:g} CPUs) "
+                          f"with {RESERVED_CPUS} CPU left for reading and writing, without which the job would "
+                          f"hang (ray-project/ray#44687): at most {most}")
+    return actors
+
+
+def fail_on_errored_blocks(ds) -> None:
+    """max_errored_blocks = 0 in the dataset's context: a non-zero value drops failed blocks without a word."""
+    for context in {id(c): c for c in (ds.context, ray.data.DataContext.get_current())}.values():
+        if context.max_errored_blocks != 0:
+            warnings.warn(f"minie5: DataContext.max_errored_blocks was {context.max_errored_blocks}, set to 0: a "
+                          f"failed block must fail the job, not disappear from the output", RuntimeWarning,
+                          stacklevel=3)
+            context.max_errored_blocks = 0
+
+
+def embed_dataset(ds, model: str, *, column: str = "text", output_column: str = "embedding",
+                  prefix: str | None = None, normalize: bool | None = None, max_length: int | None = None,
+                  long: str = "truncate", batch_size: int = 32, threads_per_actor: int = 1,
+                  actors: int | None = None, memory: int | None = None, rows_per_block: int = ROWS_PER_BLOCK,
+                  matmul: str = "auto", revision: str | None = None, stats=None, restart_actors: bool = True):
+    """ds with `output_column` added to every row: the embedding of its `column`, on an actor pool.
+
+    A lazy Dataset, like every Ray Data transform; write or iterate it to run
+    the job. Row order is not kept. model: a hub id (fetched on each node) or
+    a directory that exists at the same path on every node. Options as in
+    Model.encode. threads_per_actor: Numba threads (and CPUs) per actor.
+    actors: the pool size, by default as many as the cluster holds while
+    leaving a CPU free (see actor_pool_size). memory: bytes per actor, by
+    default actor_memory(model). stats: a JobStats actor handle, or None.
+    restart_actors: Ray Data's default, True, restarts an actor that died and
+    retries its tasks on it; on a cluster that lost a node, a restart may find
+    no CPU free and those tasks wait forever. False fails the job instead (the
+    `minie5 embed --ray` command then runs another attempt on the rows left).
+    """
+    for name, value in [("batch_size", batch_size), ("threads_per_actor", threads_per_actor),
+                        ("rows_per_block", rows_per_block), ("actors", actors or 1)]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if long not in LONG_MODES:
+        raise ValueError(f"long must be one of {LONG_MODES}, got {long!r}")
+    if not ray.is_initialized():
+        ray.init()
+    local_dir = is_local_dir(str(model))
+    model = str(Path(model).expanduser().absolute()) if local_dir else str(model)  # actors run in other directories
+    memory = memory or actor_memory(model, revision)
+    pool = actor_pool_size(threads_per_actor, actors, memory)
+    fail_on_errored_blocks(ds)
+    embedder = dict(model=model, column=column, output_column=output_column, threads=threads_per_actor,
+                    revision=revision, matmul=matmul, local_dir=local_dir, stats=stats, prefix=prefix,
+                    normalize=normalize, max_length=max_length, long=long, batch_size=batch_size)
+    restarts = {} if restart_actors else {"max_restarts": 0}  # Ray 2.60 has no named parameter for it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Ray 2.60: "`ray_remote_args` is deprecated"
+        return ds.repartition(target_num_rows_per_block=rows_per_block).map_batches(
+            Embedder, batch_size=rows_per_block, batch_format="pyarrow", fn_constructor_kwargs=embedder,
+            compute=ray.data.ActorPoolStrategy(size=pool, max_tasks_in_flight_per_actor=2),  # no hoarding of blocks
+            num_cpus=threads_per_actor, memory=memory,
+            runtime_env={"env_vars": {"NUMBA_NUM_THREADS": str(threads_per_actor)}},  # Numba's pool: the CPUs
+            **restarts)

@@ -1,0 +1,464 @@
+"""`minie5 embed --ray local|auto|ADDRESS -i INPUT -o OUTDIR`: a corpus through Ray Data into Parquet files.
+
+    minie5 embed --ray local -i corpus/ -o vectors/ --prefix passage              # a one-node cluster here
+    minie5 embed --ray auto -i 'corpus/*.jsonl' --id-field doc_id -o vectors/     # join a running cluster
+    minie5 embed --ray auto -i 'corpus/*.jsonl' --id-field doc_id -o vectors/ --resume   # after a kill
+
+The job, step by step:
+  1. the input files are listed and cut into shards (shards.py), and OUTDIR is
+     checked: empty, or with --resume holding this very job's output;
+  2. every shard is scanned by a Ray task: rows counted, bad rows reported
+     with their file and line, ids collected and checked for duplicates;
+  3. with --resume, the ids already in OUTDIR are left out;
+  4. Ray Data reads the shards, embeds them on an actor pool
+     (distributed.embed_dataset) and writes Parquet files of id, embedding and
+     the --keep-columns to OUTDIR;
+  5. the ids in OUTDIR are counted against the input's: the command fails
+     unless every id is there exactly once.
+
+OUTDIR/_minie5_job.json records the job (inputs, model, options), so that
+--resume continues only the job that wrote OUTDIR. Parquet files that a
+killed writer left unreadable are moved to OUTDIR/_minie5_partial/ and
+redone. Row order in the files is not the input's: the id is the key.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .distributed import RESERVED_CPUS, embed_dataset, is_local_dir, job_stats  # MissingExtraError without ray
+from .errors import InputError, Minie5Error
+from .files import DEFAULT_FIELD
+
+import numpy as np  # noqa: E402 (after the import that names the missing extra)
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import ray  # noqa: E402
+import ray.data  # noqa: E402
+
+from . import shards as sh  # noqa: E402
+
+MANIFEST = "_minie5_job.json"
+PARTIAL_DIR = "_minie5_partial"
+SHOWN_IDS = 5  # ids named in an error message
+
+
+# ---------------------------------------------------------------- OUTDIR
+class OutputDir:
+    """OUTDIR: the Parquet files of one job, and the manifest that says which job."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.manifest = self.path / MANIFEST
+
+    def files(self) -> list[Path]:
+        """The Parquet files written so far (names starting with "." or "_" are not output)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_")))
+
+    def check(self, job: dict, resume: bool) -> None:
+        """OUTDIR must be new or empty, or with resume hold this job's output; InputError otherwise."""
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"-o {self.path}: not a directory (with --ray, -o names a directory of Parquet files)")
+        others = [p.name for p in sorted(self.path.iterdir()) if p.name != MANIFEST] if self.path.is_dir() else []
+        recorded = self._read_manifest()
+        if not resume:
+            if recorded is not None:
+                raise InputError(f"-o {self.path}: holds the output of a minie5 job ({MANIFEST}); add --resume to "
+                                 f"continue it, or choose an empty directory")
+            if others:
+                raise InputError(f"-o {self.path}: not empty ({', '.join(others[:3])}"
+                                 f"{', ...' if len(others) > 3 else ''}); choose an empty or new directory")
+            return
+        if recorded is None:
+            if others:
+                raise InputError(f"-o {self.path}: holds files that no minie5 job wrote (no {MANIFEST}: "
+                                 f"{', '.join(others[:3])}); --resume continues only a minie5 job's output")
+            return
+        differs = [f"{key}: {recorded.get(key)!r} then, {job.get(key)!r} now"
+                   for key in sorted(set(recorded) | set(job)) if recorded.get(key) != job.get(key)]
+        if differs:
+            raise InputError(f"-o {self.path}: holds the output of another job ({'; '.join(differs)}); --resume "
+                             f"continues only the same command on the same input")
+
+    def _read_manifest(self) -> dict | None:
+        if not self.manifest.is_file():
+            return None
+        try:
+            return json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{self.manifest}: unreadable ({e}); it records which job wrote the directory") from None
+
+    def start(self, job: dict) -> None:
+        """Create OUTDIR if needed and record the job (atomically: the file is complete or absent)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.manifest.exists():
+            tmp = self.path / f".{MANIFEST}.{os.getpid()}"
+            tmp.write_text(json.dumps(job, indent=1), encoding="utf-8")
+            os.replace(tmp, self.manifest)
+
+    def written_ids(self) -> tuple[list, list]:
+        """[(file, its id column)] of every readable output file, and the unreadable files, moved aside.
+
+        A file is unreadable when its writer was killed before it wrote the
+        footer: it goes to _minie5_partial/, and its rows count as not written.
+        """
+        ids, moved = [], []
+        for path in self.files():
+            try:
+                ids.append((path, pq.read_table(path, columns=[sh.ID_COLUMN]).column(sh.ID_COLUMN)))
+            except (OSError, pa.ArrowException):
+                (self.path / PARTIAL_DIR).mkdir(exist_ok=True)
+                os.replace(path, self.path / PARTIAL_DIR / path.name)
+                moved.append(path.name)
+        return ids, moved
+
+    def drop_rows(self, path: Path, keep: np.ndarray) -> None:
+        """Rewrite one output file with only the rows where keep is True (atomically: a new file, renamed)."""
+        table = pq.read_table(path).filter(pa.array(keep))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- ids
+def rows_of(written: pa.ChunkedArray, input_ids: pa.Array | None, rows: int) -> np.ndarray:
+    """The input row of each id of an output file, -1 for an id that is not in the input."""
+    if input_ids is None:  # the ids are the row numbers
+        if not pa.types.is_integer(written.type):
+            return np.full(len(written), -1, dtype=np.int64)
+        found = written.to_numpy().astype(np.int64)
+        found[(found < 0) | (found >= rows)] = -1
+        return found
+    try:
+        index = pc.index_in(written, value_set=input_ids)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # ids of another type
+        return np.full(len(written), -1, dtype=np.int64)
+    return index.fill_null(-1).to_numpy().astype(np.int64)
+
+
+def written_rows(per_file: list, input_ids: pa.Array | None, rows: int) -> tuple[np.ndarray, list]:
+    """The input row of every id in OUTDIR (an id may repeat), and up to SHOWN_IDS ids that are not in the input."""
+    found, unexpected = [np.zeros(0, dtype=np.int64)], []
+    for _, written in per_file:
+        rows_here = rows_of(written, input_ids, rows)
+        bad = rows_here < 0
+        if bad.any() and len(unexpected) < SHOWN_IDS:
+            unexpected += pc.filter(written, pa.array(bad)).slice(0, SHOWN_IDS).to_pylist()
+        found.append(rows_here[~bad])
+    return np.concatenate(found), unexpected[:SHOWN_IDS]
+
+
+def id_of(row: int, input_ids: pa.Array | None):
+    """The id of an input row: the row number, or its --id-field value."""
+    return int(row) if input_ids is None else input_ids[int(row)].as_py()
+
+
+def collect_ids(shards: list, scans: list, spec: sh.ReadSpec) -> pa.Array | None:
+    """The --id-field values of every row, in row order; InputError on a duplicate, naming both rows."""
+    if spec.id_field is None:
+        return None
+    typed = [(scan.ids.type, shard) for shard, scan in zip(shards, scans) if scan.ids is not None]
+    if not typed:
+        return pa.array([], type=pa.int64())
+    for id_type, shard in typed[1:]:
+        if id_type != typed[0][0]:
+            kind = {True: "integers", False: "strings"}
+            raise InputError(f"--id-field {spec.id_field}: the ids are {kind[pa.types.is_integer(typed[0][0])]} in "
+                             f"{typed[0][1].path} and {kind[pa.types.is_integer(id_type)]} in {shard.path}; they "
+                             f"must be of one type")
+    ids = pa.chunked_array([scan.ids for scan in scans if scan.ids is not None]).combine_chunks()
+    counts = pc.value_counts(ids)
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        value = repeated[0].as_py()
+        first, second = np.flatnonzero(pc.equal(ids, repeated[0]).to_numpy(zero_copy_only=False))[:2]
+        raise InputError(f"--id-field {spec.id_field}: the id {value!r} appears more than once: "
+                         f"{sh.describe_row(shards, spec, int(first))} and {sh.describe_row(shards, spec, int(second))}"
+                         f" ({len(repeated)} id{'s' if len(repeated) > 1 else ''} repeated); ids must be unique")
+    return ids
+
+
+# ---------------------------------------------------------------- the job
+def job_record(args, inputs: list[str], spec: sh.ReadSpec) -> dict:
+    """What OUTDIR's manifest records: the inputs and everything that changes the vectors."""
+    model = args.model
+    files = []
+    for path in inputs:
+        stat = os.stat(path)
+        files.append({"path": str(Path(path).absolute()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+    return {"minie5_job": 1, "inputs": files, "format": spec.format, "field": spec.field, "id_field": spec.id_field,
+            "keep_columns": list(spec.keep), "errors": spec.errors,
+            "model": str(Path(model).expanduser().absolute()) if is_local_dir(model) else model,
+            "prefix": args.prefix, "normalize": not args.no_normalize, "max_length": args.max_length,
+            "long": args.long}
+
+
+def connect(address: str, quiet: bool) -> bool:
+    """Join or start the cluster; True when this process started it (and stops it at the end)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled"
+    options = dict(logging_level=logging.WARNING, configure_logging=True)
+    if address == "local":  # one node, every core for actors and a logical CPU more for reading and writing
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ray.init(address="local", num_cpus=cores + RESERVED_CPUS, include_dashboard=False, **options)
+    else:
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as e:
+            raise Minie5Error(f"--ray {address}: no Ray cluster to join ({e}); start one with `ray start --head`, "
+                              f"or use --ray local") from None
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = not quiet and sys.stderr.isatty()
+    return address == "local"
+
+
+def scan_all(shard_list: list, spec: sh.ReadSpec) -> list:
+    """Every shard scanned by a Ray task (where the files are read from the shared file system)."""
+    scan = ray.remote(num_cpus=1, max_retries=3)(sh.scan_shard)
+    return ray.get([scan.remote(shard, spec) for shard in shard_list])
+
+
+def read_shards(batch: pa.Table, spec: sh.ReadSpec, keep_schema) -> pa.Table:
+    """map_batches function: a batch of shard descriptions -> their rows (id, text, kept columns)."""
+    tables = []
+    for item in batch.to_pylist():
+        skip = item.pop("skip")
+        shard = sh.Shard(**item)
+        mask = None if skip is None else np.unpackbits(np.frombuffer(skip, np.uint8), count=shard.rows).astype(bool)
+        tables.append(sh.read_shard(shard, spec, keep_schema, mask))
+    return pa.concat_tables(tables)
+
+
+def shard_items(shard_list: list, done: np.ndarray | None) -> list:
+    """The shards still to embed, as rows for ray.data.from_items: the shard and its done rows (packed bits)."""
+    items = []
+    for shard in shard_list:
+        mask = None if done is None else done[shard.first_row:shard.first_row + shard.rows]
+        if shard.rows == 0 or (mask is not None and mask.all()):
+            continue
+        item = {name: getattr(shard, name) for name in ("path", "start", "stop", "first_line", "first_row", "rows")}
+        item["skip"] = np.packbits(mask).tobytes() if mask is not None and mask.any() else None
+        items.append(item)
+    return items
+
+
+def info(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"minie5: {message}", file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    """The `minie5 embed --ray` command (arguments checked by cli.py); returns the exit code."""
+    inputs = sh.list_inputs(args.input)
+    spec = sh.ReadSpec(format=sh.input_format(inputs, args.field), field=args.field or DEFAULT_FIELD,
+                       id_field=args.id_field, keep=tuple(args.keep_columns), errors=args.errors)
+    sh.check_columns(spec)
+    outdir = OutputDir(args.output)
+    job = job_record(args, inputs, spec)
+    outdir.check(job, args.resume)
+    shard_list = sh.plan_shards(inputs, spec)  # Parquet schemas are checked here
+    started_here = connect(args.ray, args.quiet)
+    try:
+        return _run_job(args, spec, inputs, shard_list, outdir, job)
+    except KeyboardInterrupt:
+        info(f"interrupted: the rows written so far stay in {outdir.path}; the same command with --resume "
+             f"embeds the others")
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> int:
+    quiet = args.quiet
+    scans = scan_all(shard_list, spec)
+    shard_list = sh.locate(shard_list, scans, spec)  # raises on the first bad row
+    warn_replaced(shard_list, scans, spec)
+    rows = sum(scan.rows for scan in scans)
+    input_ids = collect_ids(shard_list, scans, spec)
+    keep_schema = keep_columns_schema(inputs, shard_list, scans, spec)
+    info(f"{rows} rows in {len(inputs)} file{'s' if len(inputs) > 1 else ''} ({len(shard_list)} shards)", quiet)
+
+    outdir.start(job)
+    done = done_rows(outdir, input_ids, rows, quiet)
+    before = int(done.sum())
+    if args.resume:
+        info(f"resuming: {before} of {rows} rows are in {outdir.path}; embedding the other {rows - before}", quiet)
+    stats = job_stats()
+    started = time.perf_counter()
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        items = shard_items(shard_list, done)
+        if not items:
+            break
+        try:
+            embed_rows(args, spec, keep_schema, items, outdir, stats)
+        except Exception as e:  # noqa: BLE001 (sorted out by job_error)
+            error = job_error(e, retry=attempt < MAX_ATTEMPTS)
+            if error is not None:
+                raise error from e
+            info(f"attempt {attempt} failed ({one_line(e)}); in {RETRY_PAUSE} s attempt {attempt + 1} embeds the "
+                 f"rows not yet in {outdir.path}")
+            time.sleep(RETRY_PAUSE)  # dead tasks and nodes settle; no write of this attempt is left running
+        done = done_rows(outdir, input_ids, rows, quiet)
+    seconds = time.perf_counter() - started
+    removed = remove_duplicates(outdir, input_ids, rows)
+    actors = ray.get(stats.summary.remote())
+    return summarize(outdir, input_ids, rows, before, actors, seconds, removed, quiet)
+
+
+def done_rows(outdir: OutputDir, input_ids, rows: int, quiet: bool) -> np.ndarray:
+    """bool [rows]: the rows whose id is in OUTDIR. Unfinished files are moved aside (and said so)."""
+    written, moved = outdir.written_ids()
+    if moved:
+        info(f"{len(moved)} unfinished file{'s' if len(moved) > 1 else ''} of a stopped run moved to "
+             f"{outdir.path / PARTIAL_DIR} (their rows are embedded again)", quiet)
+    found, unexpected = written_rows(written, input_ids, rows)
+    if unexpected:
+        raise InputError(f"-o {outdir.path}: holds ids that are not in the input ({', '.join(map(repr, unexpected))}"
+                         f"); was the input changed?")
+    done = np.zeros(rows, dtype=bool)
+    done[found] = True
+    return done
+
+
+def embed_rows(args, spec: sh.ReadSpec, keep_schema, items: list, outdir: OutputDir, stats) -> None:
+    """One Ray Data job: read the shards, embed their rows on an actor pool, write Parquet files to OUTDIR.
+
+    Actors are not restarted (restart_actors=False): after a node is lost, a
+    restarted actor may find no CPU left and its tasks would wait forever;
+    instead the job fails, and the next attempt embeds what is missing.
+    """
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow",
+                        fn_kwargs=dict(spec=spec, keep_schema=keep_schema))
+    ds = embed_dataset(ds, args.model, column=spec.field, prefix=None if args.prefix == "none" else args.prefix,
+                       normalize=False if args.no_normalize else None, max_length=args.max_length, long=args.long,
+                       batch_size=args.batch_size, threads_per_actor=args.threads_per_actor, actors=args.actors,
+                       stats=stats, restart_actors=False)
+    ds.select_columns([sh.ID_COLUMN, "embedding", *spec.keep]).write_parquet(
+        str(outdir.path.absolute()), min_rows_per_file=args.rows_per_file)
+
+
+# Failures of the cluster rather than of the job: another attempt goes on where this one stopped.
+RETRIED_ERRORS = tuple(getattr(ray.exceptions, name) for name in (
+    "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
+    "WorkerCrashedError", "ObjectReconstructionFailedError", "OutOfMemoryError") if hasattr(ray.exceptions, name))
+MAX_ATTEMPTS = 4
+RETRY_PAUSE = 5  # seconds between a failed attempt and the next
+
+
+def causes(error: BaseException):
+    """The error and the errors behind it (Ray wraps what a task raised)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+
+
+def job_error(error: Exception, retry: bool) -> Exception | None:
+    """What to raise for a failed Ray job: minie5's own error (a bad row, a missing model directory) as it is;
+    None for a failure of the cluster (a lost actor or node) when another attempt may follow."""
+    for cause in causes(error):
+        if isinstance(cause, Minie5Error):
+            return cause
+    if retry and any(isinstance(cause, RETRIED_ERRORS) for cause in causes(error)):
+        return None
+    return Minie5Error(f"the Ray job failed: {one_line(error)}")
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def remove_duplicates(outdir: OutputDir, input_ids, rows: int) -> int:
+    """Keep one row per id: a retried write may have written rows that another file holds too. Returns rows dropped.
+
+    Both copies are the same text embedded by the same model; the first file
+    in name order keeps its row, the others are rewritten without it.
+    """
+    seen = np.zeros(rows, dtype=bool)
+    removed = 0
+    for path, written in outdir.written_ids()[0]:
+        found = rows_of(written, input_ids, rows)
+        first = np.zeros(len(found), dtype=bool)
+        first[np.unique(found, return_index=True)[1]] = True  # the first row of each id in this file
+        keep = (found < 0) | (first & ~seen[np.maximum(found, 0)])
+        if not keep.all():
+            outdir.drop_rows(path, keep)
+            removed += int((~keep).sum())
+        seen[found[found >= 0]] = True
+    return removed
+
+
+def warn_replaced(shard_list: list, scans: list, spec: sh.ReadSpec) -> None:
+    """--errors replace: one warning per file whose lines had bytes that are not UTF-8."""
+    by_file = {}
+    for shard, scan in zip(shard_list, scans):
+        by_file.setdefault(shard.path, []).extend(shard.first_line + row for row in scan.replaced or [])
+    for path, lines in by_file.items():
+        if lines:
+            shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
+            print(f"minie5: warning: {path}: {len(lines)} line{'s' if len(lines) > 1 else ''} had bytes that are not "
+                  f"valid UTF-8, embedded with U+FFFD in their place (line{'s' if len(lines) > 1 else ''} {shown})",
+                  file=sys.stderr, flush=True)
+
+
+def keep_columns_schema(inputs: list, shard_list: list, scans: list, spec: sh.ReadSpec):
+    """One type per kept column: from the Parquet schemas, or from the JSON values every shard found."""
+    if not spec.keep:
+        return None
+    if spec.format == "parquet":
+        return sh.keep_schema_of(inputs, spec)
+    present = {name: sum(scan.keep_present[name] for scan in scans if scan.keep_present) for name in spec.keep}
+    for name, count in present.items():
+        if count == 0:
+            raise InputError(f"--keep-columns {name}: no row of the input has a {name!r} field")
+    return sh._unify([scan.keep_schema for scan in scans if scan.keep_schema is not None],
+                     [shard.path for shard, scan in zip(shard_list, scans) if scan.keep_schema is not None])
+
+
+def summarize(outdir: OutputDir, input_ids, rows: int, before: int, actors: list, seconds: float, removed: int,
+              quiet: bool) -> int:
+    """Count OUTDIR's ids against the input's, print the closing summary; 0 if every id is there once, else 2."""
+    written, moved = outdir.written_ids()
+    found, unexpected = written_rows(written, input_ids, rows)
+    counts = np.bincount(found, minlength=rows)
+    missing, repeated = np.flatnonzero(counts == 0), np.flatnonzero(counts > 1)
+    embedded = sum(actor["rows"] for actor in actors)
+    truncated = sum(actor["truncated"] for actor in actors)
+    if truncated:
+        print(f"minie5: warning: {truncated} of {embedded} texts were longer than the maximum length and were "
+              f"truncated (--long window embeds all of a text)", file=sys.stderr, flush=True)
+    for actor in actors:
+        info(f"actor {actor['actor']}: {actor['rows']} rows in {actor['seconds']:.1f} s of embedding, "
+             f"{'/'.join(map(str, actor['threads']))} thread(s), peak RSS {actor['peak_rss'] / 2**20:.0f} MiB", quiet)
+    if removed:
+        info(f"{removed} rows written twice by retried tasks were removed (each id keeps one row)")
+    todo = rows - before
+    rate = f"{todo / seconds:.1f} texts/s" if todo and seconds > 0 else "nothing to embed"
+    info(f"rows read: {todo} (of {rows}; {before} were already in {outdir.path}), rows embedded: {embedded} by "
+         f"{len(actors)} actor{'s' if len(actors) != 1 else ''}, rows written: {int(counts.sum()) - before} in "
+         f"{seconds:.1f} s ({rate})")
+    problems = []
+    if len(missing):
+        problems.append(f"{len(missing)} ids missing ({', '.join(repr(id_of(r, input_ids)) for r in missing[:SHOWN_IDS])})")
+    if len(repeated):
+        problems.append(f"{len(repeated)} ids written more than once "
+                        f"({', '.join(repr(id_of(r, input_ids)) for r in repeated[:SHOWN_IDS])})")
+    if unexpected or moved:
+        problems.append(f"{len(unexpected)} ids not in the input and {len(moved)} unreadable files")
+    if problems:
+        print(f"minie5: error: {outdir.path}: {'; '.join(problems)}; run the same command with --resume to "
+              f"complete it", file=sys.stderr, flush=True)
+        return 2
+    info(f"{outdir.path}: all {rows} ids, each exactly once")
+    return 0
