@@ -42,9 +42,9 @@ from pathlib import Path
 from .errors import InputError, Minie5Error, MissingExtraError, ModelFileError, TruncationWarning
 
 try:
-    import pyarrow as pa
     import ray
     import ray.data
+    import pyarrow as pa
 except ImportError as e:
     raise MissingExtraError(f"minie5.distributed needs Ray Data ({e.name} is not installed): "
                             f"pip install 'minie5[ray]'") from e
@@ -61,6 +61,7 @@ from .model import LONG_MODES, load
 
 ROWS_PER_BLOCK = 256  # rows per block and per Embedder call: enough to keep a batch of 32 busy, small enough to spread
 RESERVED_CPUS = 1  # CPUs the pool leaves free for the read and write tasks (ray-project/ray#44687)
+SETTLE_SECONDS = 15  # how long actor_pool_size waits for CPUs that other tasks are still giving back
 # Memory asked per actor: the peak RSS of an actor embedding batches of ROWS_PER_BLOCK texts of up to
 # 512 tokens is about the model's weights plus a fixed part (Python, Ray's worker, Numba, tokenizer,
 # buffers); both measured with scripts/ray_bench.py (docs/scale-out.md), rounded up.
@@ -220,12 +221,13 @@ class _JobStats:
 def job_stats():
     """A new JobStats actor (pass it as embed_dataset(stats=...); read it with ray.get(stats.summary.remote())).
 
-    It lives on the driver's node, which the job cannot outlive anyway, so
-    that losing another node loses no figure.
+    It lives on the head node, which the cluster cannot lose anyway, so that
+    losing another node loses no figure.
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    here = ray.get_runtime_context().get_node_id()
-    return _JobStats.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+    heads = [node["NodeID"] for node in ray.nodes() if node["Alive"] and "node:__internal_head__" in node["Resources"]]
+    node = heads[0] if heads else ray.get_runtime_context().get_node_id()
+    return _JobStats.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
 
 
 # ---------------------------------------------------------------- the job
@@ -246,25 +248,38 @@ def actor_memory(model: str, revision: str | None = None) -> int:
     return ACTOR_FIXED_BYTES + weights
 
 
+def free_cpus(total: float, settle: float = SETTLE_SECONDS) -> float:
+    """The cluster's free CPUs, waiting up to `settle` seconds for them to reach `total`: the workers of
+    tasks that just ended (this job's scan, a job that just finished) take a moment to give theirs back."""
+    deadline = time.monotonic() + settle
+    while True:
+        free = ray.available_resources().get("CPU", 0)
+        if free >= total or time.monotonic() > deadline:
+            return free
+        time.sleep(0.25)
+
+
 def actor_pool_size(threads: int, actors: int | None, memory: int) -> int:
     """How many actors of `threads` CPUs and `memory` bytes the cluster holds with RESERVED_CPUS left free.
 
-    actors=None: as many as fit. An explicit number that would leave no CPU
-    for reading and writing is an error: that job would hang.
+    Counted on the CPUs free now: what other jobs (or the leftovers of a
+    failed one) hold is not there for this pool. actors=None: as many as fit.
+    An explicit number that would leave no CPU for reading and writing is an
+    error: that job would hang.
     """
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    total = sum(node.get("CPU", 0) for node in nodes)
+    total = free_cpus(sum(node.get("CPU", 0) for node in nodes))
     fit = sum(min(int(node.get("CPU", 0) // threads), int(node.get("memory", 0) // memory)) for node in nodes)
     most = min(fit, int((total - RESERVED_CPUS) // threads))
     if most < 1:
-        raise Minie5Error(f"the Ray cluster has {total:g} CPUs: no actor of {threads} thread(s) and "
+        raise Minie5Error(f"the Ray cluster has {total:g} CPUs free: no actor of {threads} thread(s) and "
                           f"{memory / 2**30:.1f} GiB fits and leaves {RESERVED_CPUS} CPU for reading and writing, "
                           f"without which the job would hang (ray-project/ray#44687); use fewer threads per actor "
                           f"or a larger cluster")
     if actors is None:
         return most
     if actors > most:
-        raise Minie5Error(f"{actors} actors of {threads} thread(s) do not fit in the Ray cluster ({total:g} CPUs) "
+        raise Minie5Error(f"{actors} actors of {threads} thread(s) do not fit in the Ray cluster ({total:g} CPUs free) "
                           f"with {RESERVED_CPUS} CPU left for reading and writing, without which the job would "
                           f"hang (ray-project/ray#44687): at most {most}")
     return actors

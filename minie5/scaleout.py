@@ -291,12 +291,16 @@ def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> in
     before = int(done.sum())
     if args.resume:
         info(f"resuming: {before} of {rows} rows are in {outdir.path}; embedding the other {rows - before}", quiet)
-    stats = job_stats()
+    actors = []  # what each actor did, over all attempts
     started = time.perf_counter()
     for attempt in range(1, MAX_ATTEMPTS + 1):
         items = shard_items(shard_list, done)
         if not items:
             break
+        if attempt > 1:  # a new Ray job: Ray ends the failed one's actors, which would hold their CPUs
+            ray.shutdown()
+            connect(args.ray, quiet)
+        stats = job_stats()
         try:
             embed_rows(args, spec, keep_schema, items, outdir, stats)
         except Exception as e:  # noqa: BLE001 (sorted out by job_error)
@@ -306,11 +310,21 @@ def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> in
             info(f"attempt {attempt} failed ({one_line(e)}); in {RETRY_PAUSE} s attempt {attempt + 1} embeds the "
                  f"rows not yet in {outdir.path}")
             time.sleep(RETRY_PAUSE)  # dead tasks and nodes settle; no write of this attempt is left running
+        finally:
+            actors += attempt_figures(stats, attempt)
         done = done_rows(outdir, input_ids, rows, quiet)
     seconds = time.perf_counter() - started
     removed = remove_duplicates(outdir, input_ids, rows)
-    actors = ray.get(stats.summary.remote())
     return summarize(outdir, input_ids, rows, before, actors, seconds, removed, quiet)
+
+
+def attempt_figures(stats, attempt: int) -> list:
+    """What the actors of one attempt did (distributed.job_stats); [] if those figures died with a node."""
+    try:
+        return ray.get(stats.summary.remote())
+    except ray.exceptions.RayError:
+        info(f"the figures of attempt {attempt}'s actors were lost with a node (the rows were not)")
+        return []
 
 
 def done_rows(outdir: OutputDir, input_ids, rows: int, quiet: bool) -> np.ndarray:

@@ -1,0 +1,52 @@
+"""The ray extra is optional: `import minie5` never imports Ray, and using the Ray parts without it names the extra.
+
+Each check runs in a fresh interpreter in which `import ray` fails (a None
+entry in sys.modules makes Python raise ImportError), as on a machine where
+`pip install minie5` was run without `[ray]`.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from cli_helpers import REPO
+
+WITHOUT_RAY = "import sys; sys.modules['ray'] = None; sys.modules['pyarrow'] = None\n"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_RAY + code], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+
+
+def test_import_minie5_imports_neither_ray_nor_pyarrow():
+    result = subprocess.run([sys.executable, "-c", "import json, sys, minie5, minie5.cli, minie5.files; "
+                             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+                             "('ray', 'pyarrow', 'pandas'))))"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_the_ray_module_without_ray_names_the_extra():
+    result = run_python("""
+import minie5
+try:
+    import minie5.distributed
+except minie5.Minie5Error as e:
+    print(type(e).__name__, isinstance(e, ImportError), e)
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("MissingExtraError True minie5.distributed needs Ray Data")
+    assert "pip install 'minie5[ray]'" in result.stdout
+
+
+def test_embed_ray_without_ray_is_a_one_line_error(tmp_path):
+    (tmp_path / "in.txt").write_text("a text\n")
+    result = run_python(f"""
+import minie5.cli
+sys.exit(minie5.cli.main(["embed", "--ray", "local", "-i", {str(tmp_path / 'in.txt')!r}, "-o", {str(tmp_path / 'out')!r}]))
+""")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "minie5: error: minie5.distributed needs Ray Data (ray is not installed): pip install 'minie5[ray]'"]
