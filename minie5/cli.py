@@ -3,6 +3,8 @@
     minie5 embed "query: how much protein should a female eat"
     minie5 embed --prefix passage "Berlin is the capital of Germany." "Paris is in France."
     minie5 embed -i docs.txt -o docs.npy --prefix passage        # one text per line -> float32 [n, 384]
+    minie5 embed -i docs.txt -o docs.npy --prefix passage --resume   # after a stopped run: the rows left
+    minie5 embed --ray local -i corpus/ -o vectors/ --prefix passage   # Ray Data -> Parquet (scaleout.py)
     cat docs.jsonl | minie5 embed --field text -o docs.jsonl.out.jsonl
     minie5 search --corpus docs.txt "how do plants make sugar" -k 5 --index docs.npy
     minie5 info intfloat/multilingual-e5-small                  # architecture and parameters per block
@@ -16,6 +18,8 @@ a list of floats, several -> a list of lists), file or stdin input gives JSON
 Lines. `search` embeds a corpus as passages (or loads its saved embeddings) and
 prints the lines closest to each query. The model is a hub repo id or a local
 directory: --model, else $MINIE5_MODEL, else intfloat/multilingual-e5-small.
+-i FILE -o FILE.npy writes through a hidden .partial file that --resume
+continues (files.ResumableNpy); --ray hands the job to minie5/scaleout.py.
 
 Each subcommand is one `add_<name>_parser` function (its arguments) and one
 `run_<name>` function (what it does); main() wires them together.

@@ -54,6 +54,7 @@ try:
 except ImportError:  # Windows: no node lock (Ray's multi-node clusters run on Linux)
     fcntl = None
 
+import numba
 import numpy as np
 
 from . import hub
@@ -62,10 +63,10 @@ from .model import LONG_MODES, load
 ROWS_PER_BLOCK = 256  # rows per block and per Embedder call: enough to keep a batch of 32 busy, small enough to spread
 RESERVED_CPUS = 1  # CPUs the pool leaves free for the read and write tasks (ray-project/ray#44687)
 SETTLE_SECONDS = 15  # how long actor_pool_size waits for CPUs that other tasks are still giving back
-# Memory asked per actor: the peak RSS of an actor embedding batches of ROWS_PER_BLOCK texts of up to
-# 512 tokens is about the model's weights plus a fixed part (Python, Ray's worker, Numba, tokenizer,
-# buffers); both measured with scripts/ray_bench.py (docs/scale-out.md), rounded up.
-ACTOR_FIXED_BYTES = 600 << 20
+# Memory asked per actor: the size of the model's weights plus a fixed part (Python, Ray's worker, Numba,
+# the tokenizer, the buffers of a block of texts up to 512 tokens), set from the peak RSS of actors
+# measured with scripts/ray_bench.py and tests/test_distributed.py, rounded up (docs/scale-out.md).
+ACTOR_FIXED_BYTES = 512 << 20
 E5_SMALL_WEIGHT_BYTES = 470 << 20  # used when the model's size is unknown on the driver (a hub id not cached here)
 WARM_UP_TEXTS = ["warm up", "warm up the kernels " * 60]  # a short batch and a long one: both engine plans
 
@@ -157,8 +158,6 @@ class Embedder:
     def __init__(self, model: str, *, column: str = "text", output_column: str = "embedding", threads: int = 1,
                  revision: str | None = None, matmul: str = "auto", local_dir: bool = False, stats=None,
                  **encode_options):
-        import numba
-        self._numba = numba
         self.column, self.output_column, self.threads = column, output_column, threads
         self.options = encode_options  # prefix, normalize, max_length, long, batch_size
         self.stats = stats
@@ -173,7 +172,7 @@ class Embedder:
         self.dim = self.model.config.hidden_size
 
     def __call__(self, batch):
-        self._numba.set_num_threads(self.threads)  # per thread: this is not the thread that ran __init__
+        numba.set_num_threads(self.threads)  # per thread: this is not the thread that ran __init__
         texts = text_values(batch, self.column)
         started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
@@ -184,7 +183,7 @@ class Embedder:
         if self.stats is not None:
             try:
                 ray.get(self.stats.record.remote(self.key, rows=len(texts), seconds=seconds, truncated=truncated,
-                                                 threads=self._numba.get_num_threads(), peak_rss=peak_rss()))
+                                                 threads=numba.get_num_threads(), peak_rss=peak_rss()))
             except ray.exceptions.RayActorError:  # its node is gone: the figures are lost, never the rows
                 self.stats = None
         return with_embeddings(batch, self.output_column, vectors.reshape(len(texts), self.dim))

@@ -436,7 +436,7 @@ def keep_columns_schema(inputs: list, shard_list: list, scans: list, spec: sh.Re
     for name, count in present.items():
         if count == 0:
             raise InputError(f"--keep-columns {name}: no row of the input has a {name!r} field")
-    return sh._unify([scan.keep_schema for scan in scans if scan.keep_schema is not None],
+    return sh.unify_schemas([scan.keep_schema for scan in scans if scan.keep_schema is not None],
                      [shard.path for shard, scan in zip(shard_list, scans) if scan.keep_schema is not None])
 
 

@@ -195,10 +195,10 @@ def _parquet_shards(path: str, spec: ReadSpec) -> list[Shard]:
 def keep_schema_of(files: list[str], spec: ReadSpec) -> pa.Schema:
     """The types of the kept Parquet columns, the same in every file (int32 and int64 give int64...)."""
     schemas = [parquet_file(path).schema_arrow for path in files]
-    return _unify([pa.schema([schema.field(name) for name in spec.keep]) for schema in schemas], files)
+    return unify_schemas([pa.schema([schema.field(name) for name in spec.keep]) for schema in schemas], files)
 
 
-def _unify(schemas: list, where: list) -> pa.Schema:
+def unify_schemas(schemas: list, where: list) -> pa.Schema:
     """One schema for the kept columns of every shard; InputError names two places whose types clash."""
     try:
         return pa.unify_schemas(schemas, promote_options="permissive")
