@@ -121,7 +121,8 @@ def cost_table(per_core: float, passages: float, node_cores: list, node_counts: 
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print its tables; returns the figures (also written to --json)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="model directory (e.g. the e5-small fixture)")
     parser.add_argument("--lines", type=int, default=20_000, help="passages in the corpus (default 20,000)")
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--node-cores", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--node-counts", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--json", default=None, help="write the figures to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="raybench-", dir="/tmp"))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -201,9 +202,10 @@ def main() -> None:
     per_core = float(np.median([res[ray_name]["phase_texts_per_s"] for res in rounds])) / cores
     print()
     print("\n".join(cost_table(per_core, args.cost_passages, args.node_cores, args.node_counts)))
+    figures = {"rounds": rounds, "mean_tokens": mean_tokens, "lines": args.lines, "per_core": per_core}
     if args.json:
-        Path(args.json).write_text(json.dumps({"rounds": rounds, "mean_tokens": mean_tokens, "lines": args.lines,
-                                               "per_core": per_core}, indent=1))
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    return figures
 
 
 if __name__ == "__main__":
