@@ -14,10 +14,11 @@ The pipeline, one module per step:
     -> pooling (mean, cls or max: reference.py / kernels.py) -> L2 normalisation
 Around it: st.py (SentenceTransformer, sentence-transformers' API), precision.py
 (int8 / binary embeddings), search.py (binary search), integrations/ (LangChain,
-LlamaIndex adapters; never imported here). docs/architecture.md is the map.
+LlamaIndex adapters; never imported here), distributed.py (Ray Data; with scaleout.py
+and shards.py, `embed --ray`; never imported here). docs/architecture.md is the map.
 """
 from .config import ModelConfig
-from .errors import (InputError, Minie5Error, Minie5Warning, ModelFileError, TruncationWarning,
+from .errors import (InputError, Minie5Error, Minie5Warning, MissingExtraError, ModelFileError, TruncationWarning,
                      UnsupportedArgumentError, UnsupportedModelError)
 from .model import DEFAULT_MODEL, ForwardOutput, Model, load
 from .precision import quantize_embeddings
@@ -26,4 +27,5 @@ from .st import SentenceTransformer, SimilarityFunction
 __version__ = "0.1.0"
 __all__ = ["load", "Model", "ForwardOutput", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
            "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__",
-           "SentenceTransformer", "SimilarityFunction", "quantize_embeddings", "UnsupportedArgumentError"]
+           "SentenceTransformer", "SimilarityFunction", "quantize_embeddings", "UnsupportedArgumentError",
+           "MissingExtraError"]

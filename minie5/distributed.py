@@ -67,7 +67,7 @@ SETTLE_SECONDS = 15  # how long actor_pool_size waits for CPUs that other tasks 
 # the tokenizer, the buffers of a block of texts up to 512 tokens), set from the peak RSS of actors
 # measured with scripts/ray_bench.py and tests/test_distributed.py, rounded up (docs/scale-out.md).
 ACTOR_FIXED_BYTES = 512 << 20
-E5_SMALL_WEIGHT_BYTES = 470 << 20  # used when the model's size is unknown on the driver (a hub id not cached here)
+E5_SMALL_WEIGHT_BYTES = 470_045_872  # e5-small's model.safetensors: the guess for a hub id not cached on the driver
 WARM_UP_TEXTS = ["warm up", "warm up the kernels " * 60]  # a short batch and a long one: both engine plans
 
 
