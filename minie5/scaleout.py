@@ -322,8 +322,8 @@ def attempt_figures(stats, attempt: int) -> list:
     """What the actors of one attempt did (distributed.job_stats); [] if those figures died with a node."""
     try:
         return ray.get(stats.summary.remote())
-    except ray.exceptions.RayError:
-        info(f"the figures of attempt {attempt}'s actors were lost with a node (the rows were not)")
+    except ray.exceptions.RayError as e:
+        info(f"the figures of attempt {attempt}'s actors were lost ({one_line(e)}); the rows were not")
         return []
 
 
