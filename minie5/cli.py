@@ -143,22 +143,24 @@ def add_resume_and_ray_arguments(parser: argparse.ArgumentParser) -> None:
                        help="embed with Ray Data: 'local' starts a one-node cluster on this machine, 'auto' or "
                             "ADDRESS joins a running one. -i is then a file, a directory or a glob of text, JSON "
                             "Lines or Parquet files; -o a directory that receives Parquet files of id and embedding")
-    group.add_argument("--id-field", default=None, metavar="NAME",
-                       help="the JSON field or Parquet column holding each row's id (default: the row number, "
-                            "from 0, over the files in sorted order)")
-    group.add_argument("--keep-columns", type=comma_list, default=[], metavar="A,B",
-                       help="fields or columns copied from the input to the output rows")
-    group.add_argument("--actors", type=positive_int, default=None, metavar="N",
-                       help="actors embedding at once (default: as many as the cluster holds, one CPU left free)")
-    group.add_argument("--threads-per-actor", type=positive_int, default=None, metavar="N",
-                       help="Numba threads and CPUs per actor (default: 1)")
-    group.add_argument("--rows-per-file", type=positive_int, default=None, metavar="N",
-                       help="rows per output Parquet file, at least (default: 10000)")
-
+    for flag, metavar, kind, text in RAY_OPTIONS:
+        group.add_argument(flag, type=kind, default=[] if kind is comma_list else None, metavar=metavar, help=text)
 
 def comma_list(value: str) -> list[str]:
     """argparse type: "a,b" -> ["a", "b"]."""
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+# The options of `embed --ray` besides --ray itself: flag, metavar, type, help.
+RAY_OPTIONS = [
+    ("--id-field", "NAME", str, "the JSON field or Parquet column holding each row's id (default: the row number, "
+                                "from 0, over the files in sorted order)"),
+    ("--keep-columns", "A,B", comma_list, "fields or columns copied from the input to the output rows"),
+    ("--actors", "N", positive_int, "actors embedding at once (default: as many as the cluster holds, one CPU "
+                                    "left free)"),
+    ("--threads-per-actor", "N", positive_int, "Numba threads and CPUs per actor (default: 1)"),
+    ("--rows-per-file", "N", positive_int, "rows per output Parquet file, at least (default: 10000)"),
+]
 
 
 def vector_to_json(vector: np.ndarray) -> list[float]:
