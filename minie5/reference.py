@@ -22,9 +22,10 @@ import math
 
 import numpy as np
 
+from . import reference_int8
 from .config import ModelConfig
 
-Tensors = dict  # {tensor name: float32 array}: what weights.load_weights returns
+Tensors = dict  # {tensor name: float32 array}: what weights.load_weights returns (int8: QuantizedMatrix too)
 
 
 def layer_norm(x, gamma, beta, eps):
@@ -36,6 +37,8 @@ def layer_norm(x, gamma, beta, eps):
 
 def linear(x, weight, bias):
     # x: [..., in] @ weight.T: [in, out] + bias: [out] -> [..., out]  (weights are stored [out, in])
+    if isinstance(weight, reference_int8.QuantizedMatrix):  # an int8 model: the product on integers
+        return reference_int8.linear(x, weight, bias)
     return x @ weight.T + bias
 
 

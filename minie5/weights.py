@@ -17,6 +17,11 @@ is only paged in where token ids point. The safetensors library parses and
 validates the header (a truncated or corrupted file fails here); minie5 then
 maps the byte ranges the header describes. float16 / bfloat16 tensors are
 upcast to float32 (that one does cost a copy).
+
+An int8 model (written by `minie5 quantize`, see quantize.py) stores some
+tensors as int8, each with a float32 tensor of one scale per row beside it,
+named with "_scale" appended; load_weights returns those as
+reference_int8.QuantizedMatrix (both arrays memory-mapped).
 """
 from __future__ import annotations
 
@@ -31,8 +36,10 @@ from safetensors import safe_open
 
 from .config import ModelConfig
 from .errors import ModelFileError
+from .reference_int8 import QuantizedMatrix
 
 PREFIXES = ("bert.", "roberta.", "model.")  # stripped from checkpoint keys
+SCALE_SUFFIX = "_scale"  # an int8 tensor's per-row float32 scales: "<name>_scale" [rows]
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -128,12 +135,15 @@ class Weights(dict):
         return data
 
 
-def load_weights(path: str | Path, config: ModelConfig) -> Weights:
-    """Read model.safetensors into {canonical name: read-only float32 array} (a Weights dict).
+def load_weights(path: str | Path, config: ModelConfig, quantized=(), described_in: str | Path | None = None) -> Weights:
+    """Read model.safetensors into {canonical name: read-only array} (a Weights dict).
 
     Checks that every tensor in expected_shapes(config) is present, exactly
     once, with that shape and a float dtype; raises ModelFileError naming the
-    file and tensor otherwise.
+    file and tensor otherwise. quantized: names of an int8 model's int8
+    tensors (from its minie5_quantization.json, named by described_in for the
+    errors): each must be I8 with its "<name>_scale" [rows] beside it, and is
+    returned as a QuantizedMatrix.
     """
     path = Path(path)
     if not path.is_file():
@@ -147,6 +157,11 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
     header, data_start = read_header(path)
 
     expected = expected_shapes(config)
+    unknown = [name for name in quantized if name not in expected]
+    if unknown:
+        raise ModelFileError(described_in or path, f"lists '{unknown[0]}' as quantized, which is not a tensor "
+                                                   f"of this model (config.json)")
+    expected.update({name + SCALE_SUFFIX: expected[name][:1] for name in quantized})  # one scale per row
     by_name: dict[str, str] = {}
     for key in keys:
         name = canonical_name(key)
@@ -158,6 +173,9 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
     missing = [name for name in expected if name not in by_name]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        if missing[0].endswith(SCALE_SUFFIX):
+            raise ModelFileError(path, f"missing tensor '{missing[0]}'{more}: the scales of int8 tensor "
+                                       f"'{missing[0][:-len(SCALE_SUFFIX)]}'")
         raise ModelFileError(path, f"missing tensor '{missing[0]}'{more} required by config.json")
 
     weights = Weights(path)
@@ -173,11 +191,20 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
         dtype, shape = info["dtype"], tuple(info["shape"])
         if shape != want_shape:
             raise ModelFileError(path, f"tensor '{key}' has shape {list(shape)}, expected {list(want_shape)}")
-        if dtype not in _NUMPY_DTYPES:
-            raise ModelFileError(path, f"tensor '{key}' has dtype {dtype}, expected F32, F16 or BF16")
         begin, end = info["data_offsets"]
         raw = file_bytes[data_start + begin:data_start + end]
-        if dtype == "F32" and (data_start + begin) % 4 == 0:
+        if name in quantized:
+            if dtype != "I8":
+                raise ModelFileError(path, f"tensor '{key}' has dtype {dtype}, expected I8 ({described_in} "
+                                           f"lists it as int8)")
+            array = raw.view(np.int8).reshape(shape)  # a view into the mapped file: no copy
+            weights.file_offsets[name] = data_start + begin
+        elif dtype == "I8":
+            raise ModelFileError(path, f"tensor '{key}' has dtype I8 and no minie5_quantization.json says how to "
+                                       f"read it (an int8 model directory is written by `minie5 quantize`)")
+        elif dtype not in _NUMPY_DTYPES:
+            raise ModelFileError(path, f"tensor '{key}' has dtype {dtype}, expected F32, F16 or BF16")
+        elif dtype == "F32" and (data_start + begin) % 4 == 0:
             array = raw.view(np.float32).reshape(shape)  # a view into the mapped file: no copy
             weights.file_offsets[name] = data_start + begin
         elif dtype == "F32":
@@ -189,4 +216,9 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
             array = bits.view(np.float32).reshape(shape)
         array.setflags(write=False)  # one array type for Numba, and nobody edits a weight by accident
         weights[name] = array
+    for name in quantized:  # values and scales -> one QuantizedMatrix under the tensor's name
+        scales = weights.pop(name + SCALE_SUFFIX)
+        if not np.all(np.isfinite(scales)) or np.any(scales < 0):
+            raise ModelFileError(path, f"tensor '{name + SCALE_SUFFIX}' holds negative or non-finite scales")
+        weights[name] = QuantizedMatrix(weights[name], scales)
     return weights
