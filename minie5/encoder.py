@@ -24,6 +24,7 @@ serialised, and each uses all of Numba's threads.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import NamedTuple
 
@@ -34,6 +35,7 @@ from .blas import one_blas_thread
 from .config import ModelConfig
 from .matmul import SERIAL_TOKENS, plans
 from .reference_int8 import QuantizedMatrix, dequantize_rows
+from .weights import read_tensor
 
 _NUMBA_LOCK = threading.Lock()
 
@@ -82,7 +84,7 @@ def fused_qkv(weights, prefix: str):
     bias = np.concatenate([weights[name[:-len("weight")] + "bias"] for name in names])  # [3H]
     bias.setflags(write=False)
     if all(isinstance(weights[name], QuantizedMatrix) for name in names):  # int8: [3H, H] values, [3H] scales
-        values = np.concatenate([weights[name].values for name in names])
+        values = np.concatenate([read_tensor(weights, name) for name in names])  # read, not mapped
         scales = np.concatenate([weights[name].scales for name in names])
         values.setflags(write=False)
         scales.setflags(write=False)
@@ -110,15 +112,21 @@ class LayerLinears(NamedTuple):
 
 
 def layer_linears(weights, prefix: str, prepare=None) -> LayerLinears:
-    """One layer's linear weights and biases; prepare(weight) (int8.prepare for an int8 model) converts each weight."""
-    def pair(weight, bias):
-        return (weight if prepare is None else prepare(weight)), bias
-    return LayerLinears(qkv=pair(*fused_qkv(weights, prefix)),
-                        attention_output=pair(weights[prefix + "attention.output.dense.weight"],
-                                              weights[prefix + "attention.output.dense.bias"]),
-                        ffn_up=pair(weights[prefix + "intermediate.dense.weight"],
-                                    weights[prefix + "intermediate.dense.bias"]),
-                        ffn_down=pair(weights[prefix + "output.dense.weight"], weights[prefix + "output.dense.bias"]))
+    """One layer's linear weights and biases; prepare(weight) (int8.prepare for an int8 model) converts each weight.
+
+    An int8 weight is prepared from its values read with read_tensor (pread), so
+    the mapped file pages it came from are not touched (fused_qkv does the same).
+    """
+    def pair(name):
+        weight = weights[name]
+        if isinstance(weight, QuantizedMatrix):
+            weight = dataclasses.replace(weight, values=read_tensor(weights, name))
+        return (weight if prepare is None else prepare(weight)), weights[name[:-len("weight")] + "bias"]
+    qkv, qkv_bias = fused_qkv(weights, prefix)
+    return LayerLinears(qkv=(qkv if prepare is None else prepare(qkv), qkv_bias),
+                        attention_output=pair(prefix + "attention.output.dense.weight"),
+                        ffn_up=pair(prefix + "intermediate.dense.weight"),
+                        ffn_down=pair(prefix + "output.dense.weight"))
 
 
 class WordRows:

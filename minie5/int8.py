@@ -2,35 +2,40 @@
 
 An int8 model's linear layer (reference_int8.linear has the maths) runs as
 
-    quantize_rows   x [M, K] float32 -> xq [M, K] int16, x_scales [M]      one pass over x
-    linear_block    acc = xq @ wq^T in int32 (dot_block), then             the time is here
+    quantize_rows   x [M, K] float32 -> xq [M, K] int16, x_scales [M]          one pass over x
+    linear_block    acc = xq @ W^T in int32 (panel_block), then                 the time is here
                     out = float32(acc) * (x_scales w_scales^T) + bias
 
-and Int8Linear splits that over threads, as matmul.SplitLinear and
-blas.BlasLinear do for float weights. The integer sums are exact, so every
-kernel equals its NumPy twin bit for bit, float output included (no fastmath
-here: nothing is reordered or fused), and a row's result never depends on the
-batch, the thread count or where the row sits.
+on weights repacked at load (pack: PackedMatrix), and Int8Linear splits that
+over threads, as matmul.SplitLinear and blas.BlasLinear do for float weights.
+The integer sums are exact, so every kernel equals its NumPy twin bit for bit,
+float output included (no fastmath here: nothing is reordered or fused), and a
+row's result never depends on the batch, the thread count or where the row sits.
 
-The micro-kernel, dot_block, is written in LLVM vector IR (numba.extending.intrinsic).
-Why: a plain Numba dot-product loop over int16 x int8 does vectorise, but LLVM
-sizes it for int32 lanes and emits pmaddwd on 128-bit halves (8 products per
-instruction), and a Numba register tile of scalar sums does not vectorise at
-all (docs/performance.md, "int8"). The IR says the computation directly: for
-each of ROWS x COLS (row, column) pairs, LANES int16 products at a time, summed
-in adjacent pairs into LANES / 2 int32 lanes. That "multiply int16 pairs and
-add adjacent products" is exactly pmaddwd, and LLVM's x86 back end selects it,
-fused with the accumulating add into VNNI's vpdpwssd where the CPU has VNNI:
+The micro-kernel, panel_block, is written in LLVM vector IR through
+numba.extending.intrinsic, in the layout of ONNX Runtime's MLAS kernels: the
+weight is stored in panels of 16 output columns, each pair of k side by side
+(pack), so one vector holds 16 columns x 2 weights; a row's two activations
+for that pair are copied to all 16 lanes; "multiply int16 pairs and add
+adjacent products" then gives 16 columns' partial sums at once, in 16 int32
+lanes that are the outputs themselves: no adding of lanes at the end. That
+operation is pmaddwd, and LLVM's x86 back end selects it from the IR (widen,
+multiply, add even and odd lanes), fused with the accumulating add into VNNI's
+vpdpwssd where the CPU has VNNI. Checked with inspect_asm (tests/test_int8.py);
+the loop over k pairs compiles to, per pair:
 
-    AVX-512 (+ VNNI): 32-lane zmm vectors, 4 x 4 tile: one vpmovsxbw per weight vector,
-                      16 vpdpwssd zmm per 32 k (checked with inspect_asm in tests/test_int8.py)
-    AVX2:             16-lane ymm vectors, 2 x 4 tile (16 vector registers): vpmaddwd + vpaddd
-    other CPUs:       the same IR, lowered to whatever the target has (it names no x86 instruction)
+    AVX-512 + VNNI (ROWS x PANELS = 4 x 4):  4 vpmovsxbw (weights to int16), 4 vpbroadcastd
+                                             (activations), 16 vpdpwssd zmm: 512 multiply-adds
+    AVX2 only (2 x 2, 16 vector registers):  4 vpmovsxbw, 2 vpbroadcastd, 8 vpmaddwd + 8 vpaddd ymm
 
-So nothing here can fault on a CPU without VNNI or AVX-512: the IR is generic
-and LLVM compiles it for the CPU it runs on. The tile shape is chosen at import
-from the CPU features Numba compiles for (TILE below); tests run the kernels
-compiled for an AVX2-only CPU as well (NUMBA_CPU_NAME=haswell in a subprocess).
+The IR names no x86 instruction, so LLVM compiles it for whatever CPU Numba
+targets (no VNNI, no AVX-512, not x86 at all); only the tile shape is chosen,
+at import, from the CPU features Numba compiles for. tests/test_int8.py runs
+the kernels compiled for an AVX2-only CPU too (NUMBA_CPU_NAME=haswell).
+Why not a plain Numba loop: an int16 x int8 dot-product loop does vectorise,
+but LLVM sizes it for int32 lanes and emits pmaddwd on 128-bit halves, and a
+register tile of scalar sums does not vectorise at all (docs/performance.md,
+"int8", has the measurements).
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from .config import ModelConfig, read_config
 from .errors import InputError, ModelFileError
 from .hub import OPTIONAL_FILES, REQUIRED_FILES, resolve_model_dir
 from .reference_int8 import QuantizedMatrix, activation_bound, quantize_weight_rows
-from .weights import SCALE_SUFFIX, Weights, expected_shapes, load_weights
+from .weights import SCALE_SUFFIX, Weights, expected_shapes, load_weights, read_tensor
 
 QUANTIZE_MODES = ("int8",)
 DESCRIPTION = "minie5_quantization.json"
@@ -118,18 +118,23 @@ def quantize_weights(weights: Weights, config: ModelConfig) -> Weights:
     an int8 directory written once by write_quantized loads without either.
     """
     for name in quantized_names(config):
-        weights[name] = QuantizedMatrix(*quantize_table(weights[name]))
+        weights[name] = QuantizedMatrix(*quantize_table(weights, name))
         weights.file_offsets.pop(name, None)  # its float bytes in the file are no longer what the model uses
     return weights
 
 
-def quantize_table(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """quantize_weight_rows on a [N, K] matrix, ROWS_PER_STEP rows at a time: (int8 [N, K], float32 [N])."""
-    values = np.empty(matrix.shape, np.int8)
-    scales = np.empty(matrix.shape[0], np.float32)
-    for start in range(0, matrix.shape[0], ROWS_PER_STEP):
-        rows = slice(start, start + ROWS_PER_STEP)
-        values[rows], scales[rows] = quantize_weight_rows(matrix[rows])
+def quantize_table(weights: Weights, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_weight_rows on tensor `name` [N, K], ROWS_PER_STEP rows at a time: (int8 [N, K], float32 [N]).
+
+    The rows are read with weights.read_tensor (pread), so quantising does not
+    map the float file into resident memory.
+    """
+    rows = weights[name].shape[0]
+    values = np.empty(weights[name].shape, np.int8)
+    scales = np.empty(rows, np.float32)
+    for start in range(0, rows, ROWS_PER_STEP):
+        step = slice(start, start + ROWS_PER_STEP)
+        values[step], scales[step] = quantize_weight_rows(read_tensor(weights, name, start, start + ROWS_PER_STEP))
     values.setflags(write=False)
     scales.setflags(write=False)
     return values, scales
@@ -159,7 +164,7 @@ def write_quantized(source: str | os.PathLike, out_dir: str | os.PathLike, revis
     tensors = {}
     for name in expected_shapes(config):
         if name in names:
-            tensors[name], tensors[name + SCALE_SUFFIX] = quantize_table(weights[name])
+            tensors[name], tensors[name + SCALE_SUFFIX] = quantize_table(weights, name)
         else:
             tensors[name] = np.ascontiguousarray(weights[name], dtype=np.float32)
     description = {
@@ -179,6 +184,9 @@ def write_quantized(source: str | os.PathLike, out_dir: str | os.PathLike, revis
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "model.safetensors.partial"
     save_file(tensors, str(partial), metadata={"format": "np", "minie5": FORMAT})
+    umask = os.umask(0)
+    os.umask(umask)
+    partial.chmod(0o666 & ~umask)  # as any file the user writes (safetensors creates it private)
     partial.rename(out / "model.safetensors")
     for name in COPIED_FILES:
         if (model_dir / name).is_file():

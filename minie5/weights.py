@@ -135,6 +135,25 @@ class Weights(dict):
         return data
 
 
+def read_tensor(weights, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows start .. stop of tensor `name` (int8 values, for a QuantizedMatrix), as a new array.
+
+    Read from the file with pread where the tensor is a view of it (so its
+    mapped pages are never touched and do not count in resident memory, as in
+    encoder.WordRows), else copied from the array. weights: a Weights dict, or
+    any dict of arrays.
+    """
+    array = weights[name]
+    array = array.values if isinstance(array, QuantizedMatrix) else array
+    stop = array.shape[0] if stop is None else min(stop, array.shape[0])
+    offsets = getattr(weights, "file_offsets", {})
+    if getattr(weights, "fd", None) is None or name not in offsets:
+        return np.array(array[start:stop])
+    row_bytes = array[0].nbytes
+    data = weights.pread(name, (stop - start) * row_bytes, offsets[name] + start * row_bytes)
+    return np.frombuffer(data, array.dtype).reshape((stop - start,) + array.shape[1:]).copy()
+
+
 def load_weights(path: str | Path, config: ModelConfig, quantized=(), described_in: str | Path | None = None) -> Weights:
     """Read model.safetensors into {canonical name: read-only array} (a Weights dict).
 
