@@ -126,16 +126,16 @@ def main(argv=None) -> dict:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
           f"numba threads {__import__('numba').get_num_threads()}, python {platform.python_version()}")
     print(f"batch: {args.batch} texts x {args.tokens} tokens = {tokens} tokens; fastest of {args.repeats} runs; "
-          f"fastest without timers: {plain:.3f} s")
-    print(f"{'block':<34}{'seconds':>9}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>9}")
+          f"fastest without timers: {1e3 * plain:.2f} ms")
+    print(f"{'block':<34}{'ms':>9}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>9}")
     for block in sorted(blocks, key=lambda b: -best[b]):
         g = flops.get(block, 0.0) * tokens / 1e9
         rate = f"{g / best[block]:>9.1f}" if g else f"{'':>9}"
-        print(f"{block:<34}{best[block]:>9.3f}{100 * best[block] / wall:>7.1f}%{g:>9.1f}" + rate)
+        print(f"{block:<34}{1e3 * best[block]:>9.2f}{100 * best[block] / wall:>7.1f}%{g:>9.1f}" + rate)
     other = wall - sum(best[b] for b in blocks)
-    print(f"{'(Python between kernels)':<34}{other:>9.3f}{100 * other / wall:>7.1f}%")
+    print(f"{'(Python between kernels)':<34}{1e3 * other:>9.2f}{100 * other / wall:>7.1f}%")
     total_flops = sum(flops.values())
-    print(f"{'total':<34}{wall:>9.3f}{100.0:>7.1f}%{total_flops * tokens / 1e9:>9.1f}"
+    print(f"{'total':<34}{1e3 * wall:>9.2f}{100.0:>7.1f}%{total_flops * tokens / 1e9:>9.1f}"
           f"{total_flops * tokens / 1e9 / wall:>9.1f}")
     print(f"FLOPs per token at T = {args.tokens}: {total_flops / 1e6:.1f} M "
           f"(matmuls {sum(v for k, v in flops.items() if 'attention (' not in k) / 1e6:.1f} M, "
