@@ -88,7 +88,7 @@ def fused_qkv(weights, prefix: str):
         scales = np.concatenate([weights[name].scales for name in names])
         values.setflags(write=False)
         scales.setflags(write=False)
-        return QuantizedMatrix(values, scales), bias
+        return dataclasses.replace(weights[names[0]], values=values, scales=scales), bias  # same activation scheme
     H = weights[names[0]].shape[1]
     weight = np.empty((3 * H, H), np.float32)  # rows: query's, key's, value's (each [H, H], checked at load)
     offsets = getattr(weights, "file_offsets", {})
