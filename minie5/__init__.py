@@ -12,12 +12,18 @@ The pipeline, one module per step:
     -> reference.py (the NumPy textbook: encoder, pooling) or the fast path:
        encoder.py (packed tokens) on kernels.py (Numba) and blas.py (sgemm), chosen by matmul.py
     -> pooling (mean, cls or max: reference.py / kernels.py) -> L2 normalisation
-docs/architecture.md is the map.
+Around it: st.py (SentenceTransformer, sentence-transformers' API), precision.py
+(int8 / binary embeddings), search.py (binary search), integrations/ (LangChain,
+LlamaIndex adapters; never imported here). docs/architecture.md is the map.
 """
 from .config import ModelConfig
-from .errors import InputError, Minie5Error, Minie5Warning, ModelFileError, TruncationWarning, UnsupportedModelError
+from .errors import (InputError, Minie5Error, Minie5Warning, ModelFileError, TruncationWarning,
+                     UnsupportedArgumentError, UnsupportedModelError)
 from .model import DEFAULT_MODEL, ForwardOutput, Model, load
+from .precision import quantize_embeddings
+from .st import SentenceTransformer, SimilarityFunction
 
 __version__ = "0.1.0"
 __all__ = ["load", "Model", "ForwardOutput", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
-           "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__"]
+           "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__",
+           "SentenceTransformer", "SimilarityFunction", "quantize_embeddings", "UnsupportedArgumentError"]

@@ -37,9 +37,12 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, Minie5Error, Minie5Warning
-from .files import STDIN, TextFile, saved_index, saving_npy, write_blocks_jsonl, write_jsonl_file, write_npy
+from .files import (STDIN, TextFile, read_calibration, saved_index, saving_npy, write_blocks_jsonl, write_jsonl_file,
+                    write_npy, write_quantized_npy)
 from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
+from .precision import PRECISIONS, SCALAR_PRECISIONS
 from .quantize import QUANTIZE_MODES
+from .search import RESCORE_MULTIPLIER, binary_index_for, binary_search, float_search
 
 PROG = "minie5"
 EXIT_ERROR = 2
@@ -121,6 +124,13 @@ def add_embed_parser(subparsers) -> None:
                         help="prepend 'query: ' or 'passage: ' to every text (default: none)")
     parser.add_argument("--no-normalize", action="store_true",
                         help="keep the pooled vectors as they are, without L2 normalisation")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="-o FILE.npy only: store int8 / uint8 (256 levels per dimension) or binary / ubinary "
+                             "(one bit per dimension, 8 per byte), as sentence-transformers' quantize_embeddings "
+                             "(default: float32)")
+    parser.add_argument("--calibration", default=None, metavar="FILE.npy",
+                        help="int8 / uint8: float embeddings [m, dim] whose per-dimension min and max are the "
+                             "quantisation ranges (default: those of the embeddings written)")
     add_encoding_arguments(parser)
     add_input_arguments(parser)
     parser.set_defaults(run=run_embed, parser=parser)
@@ -185,8 +195,17 @@ def embed_input(args: argparse.Namespace) -> TextFile | None:
     return source
 
 
+def check_precision_arguments(args: argparse.Namespace, kind: str) -> None:
+    """--precision and --calibration: usage errors before any work."""
+    if args.precision != "float32" and kind != "npy":
+        args.parser.error(f"--precision {args.precision} writes a .npy file: give -o FILE.npy")
+    if args.calibration is not None and args.precision not in SCALAR_PRECISIONS:
+        args.parser.error(f"--calibration applies to --precision int8 or uint8, not {args.precision}")
+
+
 def run_embed(args: argparse.Namespace) -> int:
     kind = output_kind(args.output)
+    check_precision_arguments(args, kind)
     source = embed_input(args)  # read and checked before the model loads: bad lines fail fast
     try:
         model = load_model(args.model, args.quantize)
@@ -200,7 +219,11 @@ def run_embed(args: argparse.Namespace) -> int:
             return 0
         texts, total = (args.texts, len(args.texts)) if source is None else (source.texts(), source.report.texts)
         blocks = model.encode_chunks(texts, total=total, **options)  # options checked here, before any output
-        if kind == "npy":
+        if kind == "npy" and args.precision != "float32":
+            calibration = None if args.calibration is None else read_calibration(args.calibration,
+                                                                                   model.config.hidden_size)
+            write_quantized_npy(args.output, blocks, total, model.config.hidden_size, args.precision, calibration)
+        elif kind == "npy":
             write_npy(args.output, blocks, total, model.config.hidden_size)
         elif kind == "jsonl":
             write_jsonl_file(args.output, blocks)
@@ -227,6 +250,13 @@ def add_search_parser(subparsers) -> None:
     parser.add_argument("--index", default=None, metavar="FILE.npy",
                         help="the corpus embeddings: loaded if they match the corpus, else computed and saved "
                              "here for the next search")
+    parser.add_argument("--binary", action="store_true",
+                        help="search the binary index (one bit per dimension, FILE.binary.npz beside the float "
+                             "index; built and both saved if missing): Hamming distance picks k x "
+                             "--rescore-multiplier candidates, whose float embeddings are then scored exactly")
+    parser.add_argument("--rescore-multiplier", type=positive_int, default=None, metavar="M",
+                        help=f"--binary: candidates rescored in float per result line (default: "
+                             f"{RESCORE_MULTIPLIER})")
     add_model_argument(parser)
     add_quantize_argument(parser)
     add_encoding_arguments(parser)
@@ -239,20 +269,22 @@ def default_index_path(corpus: str) -> Path:
     return Path(corpus).with_suffix(".npy")
 
 
-def corpus_blocks(args: argparse.Namespace, model, source: TextFile, options: dict):
-    """The corpus embeddings as [k, hidden] blocks: from a saved index, or computed (and saved with --index)."""
+def corpus_blocks(args: argparse.Namespace, model, source: TextFile, options: dict, keep: bool = False):
+    """The corpus embeddings as [k, hidden] blocks: from a saved index, or computed (and saved with --index,
+    or when keep)."""
     rows, dim = source.report.texts, model.config.hidden_size
     path = Path(args.index) if args.index else default_index_path(args.corpus)
+    save = bool(args.index) or keep
     array, why_not = saved_index(path, args.corpus, rows, dim)
     if array is not None:
         if not args.quiet:
             info(f"using the corpus embeddings saved in {path}")
         yield from (array[start:start + DEFAULT_CHUNK_SIZE] for start in range(0, rows, DEFAULT_CHUNK_SIZE))
         return
-    if args.index and path.exists() and not args.quiet:
+    if save and path.exists() and not args.quiet:
         info(f"{why_not}: embedding the corpus again")
     blocks = model.encode_chunks(source.texts(), prefix="passage", total=rows, **options)
-    if not args.index:
+    if not save:
         yield from blocks
         return
     yield from saving_npy(path, blocks, rows, dim)
@@ -260,14 +292,29 @@ def corpus_blocks(args: argparse.Namespace, model, source: TextFile, options: di
         info(f"saved the corpus embeddings in {path}")
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores, best first; ties keep corpus order."""
-    return np.argsort(-scores, kind="stable")[:k]
+def binary_results(args: argparse.Namespace, model, source: TextFile, options: dict, queries: np.ndarray):
+    """--binary: the float index (embedded and saved if needed), its binary index (built and saved if needed),
+    then search.binary_search: per query, k (row, score) best first."""
+    path = Path(args.index) if args.index else default_index_path(args.corpus)
+    rows, dim = source.report.texts, model.config.hidden_size
+    if saved_index(path, args.corpus, rows, dim)[0] is None:
+        for _ in corpus_blocks(args, model, source, options, keep=True):
+            pass
+    elif not args.quiet:
+        info(f"using the corpus embeddings saved in {path}")
+    index, what_happened = binary_index_for(path, rows, dim)
+    if not args.quiet:
+        info(what_happened)
+    vectors = np.load(path, mmap_mode="r")  # [rows, dim] float32, read only at the candidates' rows
+    multiplier = args.rescore_multiplier or RESCORE_MULTIPLIER
+    return binary_search(index, vectors, queries, args.k, args.k * multiplier)
 
 
 def run_search(args: argparse.Namespace) -> int:
     if args.corpus == STDIN:
         args.parser.error("--corpus must be a file (its saved embeddings are matched against it)")
+    if args.rescore_multiplier is not None and not args.binary:
+        args.parser.error("--rescore-multiplier applies to --binary search")
     if args.index and not Path(args.index).absolute().parent.is_dir():
         raise InputError(f"--index {args.index}: the directory {Path(args.index).absolute().parent} does not exist")
     source = open_text_file(args.corpus, args)
@@ -278,16 +325,18 @@ def run_search(args: argparse.Namespace) -> int:
         options = encode_options(args)
         queries = model.encode(list(args.queries), prefix="query", batch_size=args.batch_size,
                                max_length=args.max_length, long=args.long)  # [q, hidden]
-        scores = np.concatenate([block @ queries.T for block in corpus_blocks(args, model, source, options)])
-        best = [top_k(scores[:, j], args.k) for j in range(len(args.queries))]
-        texts = source.texts_at(np.concatenate(best))
+        if args.binary:
+            results = binary_results(args, model, source, options, queries)
+        else:
+            results = float_search(corpus_blocks(args, model, source, options), queries, args.k)
+        texts = source.texts_at([i for found in results for i, _ in found])
     finally:
         source.close()
     for j, query in enumerate(args.queries):
         if len(args.queries) > 1:
             print(("\n" if j else "") + f"# {query}")
-        for i in best[j]:
-            print(f"{scores[i, j]:.4f}\t{i + 1}\t{one_line(texts[int(i)])}")
+        for i, score in results[j]:
+            print(f"{score:.4f}\t{i + 1}\t{one_line(texts[i])}")
     sys.stdout.flush()
     return 0
 

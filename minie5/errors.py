@@ -53,6 +53,10 @@ def json_type(value, article: bool = False) -> str:
     return ("an " if name[0] in "aeiou" else "a ") + name
 
 
+class UnsupportedArgumentError(Minie5Error, ValueError):
+    """An argument of another library's API (sentence-transformers, LangChain...) that minie5 cannot honour."""
+
+
 class Minie5Warning(UserWarning):
     """Base class of the warnings minie5 gives."""
 

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, json_type
+from .precision import (BINARY_PRECISIONS, SCALAR_PRECISIONS, precision_dtype, quantization_ranges, quantize_embeddings,
+                       stored_width)
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -203,18 +205,18 @@ def numbered_lines(f, copy_to=None):
 
 # ---------------------------------------------------------------- writing
 class NpyWriter:
-    """A float32 [rows, dim] .npy file, filled a block of rows at a time, in order.
+    """A [rows, dim] .npy file (float32 unless dtype says otherwise), filled a block of rows at a time, in order.
 
     numpy's open_memmap writes the header and sizes the file; each block is
     then written through a memory map of its own rows only, flushed and
     unmapped, so the process never holds more than one block of the file.
     """
 
-    def __init__(self, path, rows: int, dim: int):
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dim))
+    def __init__(self, path, rows: int, dim: int, dtype=np.float32):
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, dim))
         self.data_offset = array.offset  # bytes of header before row 0
         del array
-        self.path, self.rows, self.dim = str(path), rows, dim
+        self.path, self.rows, self.dim, self.dtype = str(path), rows, dim, np.dtype(dtype)
         self.written = 0
 
     def write(self, block: np.ndarray) -> None:
@@ -224,8 +226,8 @@ class NpyWriter:
             return
         if self.written + k > self.rows:
             raise ValueError(f"{self.path}: {self.written + k} rows written to a file sized for {self.rows}")
-        row_bytes = self.dim * np.dtype(np.float32).itemsize
-        view = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(k, self.dim),
+        row_bytes = self.dim * self.dtype.itemsize
+        view = np.memmap(self.path, dtype=self.dtype, mode="r+", shape=(k, self.dim),
                          offset=self.data_offset + self.written * row_bytes)
         view[:] = block
         view.flush()
@@ -259,21 +261,87 @@ def write_jsonl_file(path, blocks) -> None:
         write_blocks_jsonl(f, blocks)
 
 
-def write_npy(path, blocks, rows: int, dim: int) -> None:
-    """Blocks of embeddings -> a float32 [rows, dim] .npy file, written incrementally, complete or absent."""
-    for _ in saving_npy(path, blocks, rows, dim):
+def write_npy(path, blocks, rows: int, dim: int, dtype=np.float32) -> None:
+    """Blocks of embeddings -> a [rows, dim] .npy file (float32 by default), written incrementally, complete
+    or absent."""
+    for _ in saving_npy(path, blocks, rows, dim, dtype):
         pass
 
 
-def saving_npy(path, blocks, rows: int, dim: int):
+def saving_npy(path, blocks, rows: int, dim: int, dtype=np.float32):
     """Yield each block once it is written to the .npy file at path, as write_npy does, for a caller that
     uses the blocks too; the file appears at path after the last block, and never if the caller stops early."""
     with atomic_path(path) as tmp:
-        writer = NpyWriter(tmp, rows, dim)
+        writer = NpyWriter(tmp, rows, dim, dtype)
         for block in blocks:
             writer.write(block)
             yield block
         writer.close()
+
+
+def write_quantized_npy(path, blocks, rows: int, dim: int, precision: str, calibration=None,
+                        block_rows: int = 4096) -> None:
+    """Blocks of float embeddings -> a .npy file at `precision` (precision.py), complete or absent.
+
+    binary / ubinary: [rows, dim / 8] bytes, each block packed as it comes.
+    int8 / uint8: [rows, dim], on the ranges of `calibration` ([m, dim] float
+    embeddings) if given, else of all the embeddings written, as
+    quantize_embeddings computes them on the whole array: the floats are then
+    spooled to a temporary .npy beside the output (min and max taken on the way)
+    and quantised from it block by block.
+    """
+    dtype, width = precision_dtype(precision), stored_width(precision, dim)
+    if precision in BINARY_PRECISIONS or precision == "float32":
+        write_npy(path, (quantize_embeddings(block, precision) for block in blocks), rows, width, dtype)
+        return
+    assert precision in SCALAR_PRECISIONS, precision
+    if calibration is not None:
+        ranges = quantization_ranges(calibration)  # [2, dim]
+        write_npy(path, (quantize_embeddings(block, precision, ranges=ranges) for block in blocks), rows, dim, dtype)
+        return
+    if rows == 0:  # nothing to calibrate: an empty [0, dim] file, as quantize_embeddings returns
+        write_npy(path, blocks, 0, dim, dtype)
+        return
+    if rows == 1:
+        raise InputError(f"cannot compute {precision} quantization ranges from 1 embedding: give "
+                         f"--calibration FILE.npy")
+    path = Path(path)
+    spool = path.with_name(f".{path.name}.{os.getpid()}.float32.npy")
+    low = np.full(dim, np.inf, dtype=np.float32)  # running per-dimension min and max of the embeddings
+    high = np.full(dim, -np.inf, dtype=np.float32)
+
+    def tracked(blocks):
+        for block in blocks:
+            if len(block):
+                np.minimum(low, block.min(axis=0), out=low)
+                np.maximum(high, block.max(axis=0), out=high)
+            yield block
+
+    try:
+        write_npy(spool, tracked(blocks), rows, dim)
+        floats = np.load(spool, mmap_mode="r")  # [rows, dim] float32
+        ranges = np.vstack((low, high))  # [2, dim]: what quantize_embeddings computes on the whole array
+        quantized = (quantize_embeddings(floats[start:start + block_rows], precision, ranges=ranges)
+                     for start in range(0, rows, block_rows))
+        write_npy(path, quantized, rows, dim, dtype)
+        del floats
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(spool)
+
+
+def read_calibration(path, dim: int) -> np.ndarray:
+    """--calibration FILE.npy: float embeddings [m, dim], m >= 1; InputError naming the file otherwise."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise InputError(f"not a readable .npy file ({e})", path) from None
+    if array.dtype.kind != "f" or array.ndim != 2 or array.shape[0] < 1:
+        raise InputError(f"holds {array.dtype} {list(array.shape)}; calibration embeddings are float [m, dim]", path)
+    if array.shape[1] != dim:
+        raise InputError(f"holds embeddings of {array.shape[1]} dimensions, the model's have {dim}: calibrate "
+                         f"with embeddings of the same model", path)
+    return np.asarray(array)
 
 
 def saved_index(path: Path, corpus: str, rows: int, dim: int) -> tuple[np.ndarray | None, str]:

@@ -20,6 +20,7 @@ from .config import ModelConfig, read_config
 from .errors import InputError, ModelFileError, TruncationWarning
 from .hub import resolve_model_dir
 from .progress import Progress
+from .precision import check_precision, quantize_embeddings
 from .tokenizer import Tokenizer, first_lone_surrogate
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
@@ -194,7 +195,7 @@ class Model:
     # ---------------------------------------------------------------- text -> vectors
     def encode(self, texts, batch_size: int = 32, normalize: bool | None = None, prefix: str | None = None,
                backend: str | None = None, *, long: str = "truncate", max_length: int | None = None,
-               show_progress=False) -> np.ndarray:
+               show_progress=False, precision: str = "float32") -> np.ndarray:
         """Embed texts: a list of str -> float32 [n, hidden]; one str -> [hidden].
 
         prefix: None (texts used as given, unless the model declares a default
@@ -214,7 +215,12 @@ class Model:
             A text that fits in max_length gives exactly the "truncate" result.
         show_progress: True draws a progress bar on stderr (texts/s, tokens/s);
         a number of seconds draws it only once the job has run that long.
+        precision: "float32", or "int8" / "uint8" / "binary" / "ubinary": the
+        embeddings quantised for storage as sentence-transformers does it, int8 /
+        uint8 calibrated on this call's embeddings (precision.py; for fixed ranges,
+        minie5.quantize_embeddings(embeddings, precision, ranges=...)).
         """
+        check_precision(precision)
         single = isinstance(texts, str)
         items = [texts] if single else texts
         if not isinstance(items, (list, tuple)):
@@ -224,6 +230,8 @@ class Model:
         with Progress(show_progress, total=len(items)) as progress:
             out, truncated = self._embed_texts(list(items), options, progress)
         warn_truncated(truncated, len(items), options.max_length)
+        if precision != "float32":
+            out = quantize_embeddings(out, precision)  # [n, hidden] int8 / uint8, or [n, hidden / 8] bits
         return out[0] if single else out
 
     def encode_chunks(self, texts, batch_size: int = 32, normalize: bool | None = None, prefix: str | None = None,

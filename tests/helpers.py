@@ -25,3 +25,12 @@ def load_script(name: str):
 def blas_kernel() -> str:
     """numpy's BLAS and the kernel threadpoolctl reports ("openblas SkylakeX"), for printed figures."""
     return load_script("invariance.py").blas_kernel()
+
+
+def sentence_transformers_quantize():
+    """sentence-transformers' quantize_embeddings (sentence_transformers.util.quantization since version 6)."""
+    try:
+        from sentence_transformers.util.quantization import quantize_embeddings
+    except ImportError:
+        from sentence_transformers.quantization import quantize_embeddings
+    return quantize_embeddings

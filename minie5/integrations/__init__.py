@@ -1,0 +1,35 @@
+"""Adapters that plug minie5 into other libraries; each needs its own extra, and `import minie5` imports none.
+
+    minie5.integrations.langchain     Minie5Embeddings, a langchain_core Embeddings   pip install "minie5[langchain]"
+    minie5.integrations.llama_index   Minie5Embedding, a llama_index BaseEmbedding    pip install "minie5[llama-index]"
+
+docs/integrations.md has an example of each.
+"""
+from __future__ import annotations
+
+
+def require(module: str, package: str, extra: str, adapter: str):
+    """Import an adapter's framework, or raise ImportError naming the pip command that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{adapter} needs {package}, which is not installed ({e}): "
+                          f"pip install \"minie5[{extra}]\"") from e
+
+
+def check_strings(texts, what: str) -> list:
+    """A list (or tuple) of str -> a list; TypeError naming the first item that is not a str."""
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise TypeError(f"{what} takes a list of str, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}: texts[{i}] is {type(text).__name__}, expected str")
+    return list(texts)
+
+
+def check_string(text, what: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} takes a str, got {type(text).__name__}")
+    return text
