@@ -109,7 +109,7 @@ def _make_panel_block(rows: int, panels: int):
 
     @intrinsic
     def panel_block(typingctx, xq, weight_panels, i, i_last, p, p_last, sums):
-        """sums[r, 16 q + c] = xq[row r] . column 16 (p + q) + c of the weight, in int32.  Twin: reference_int8.integer_product.
+        """sums[r, 16 q + c] = xq[row r] . weight column 16 (p + q) + c, as int32.  Twin: integer_product.
 
         xq: [M, 2 K2] int16 (rows padded with a 0 to an even length),
         weight_panels: PackedMatrix.panels [panels, K2 * 32] int8, sums:

@@ -154,7 +154,8 @@ def read_tensor(weights, name: str, start: int = 0, stop: int | None = None) -> 
     return np.frombuffer(data, array.dtype).reshape((stop - start,) + array.shape[1:]).copy()
 
 
-def load_weights(path: str | Path, config: ModelConfig, quantized=(), described_in: str | Path | None = None) -> Weights:
+def load_weights(path: str | Path, config: ModelConfig, quantized=(),
+                 described_in: str | Path | None = None) -> Weights:
     """Read model.safetensors into {canonical name: read-only array} (a Weights dict).
 
     Checks that every tensor in expected_shapes(config) is present, exactly

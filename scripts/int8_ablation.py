@@ -153,7 +153,11 @@ def ort_int8_embeddings(model_dir: Path, tokenizer) -> tuple[np.ndarray, str]:
     """ONNX Runtime's dynamic int8 (bench.py's ort-int8 engine) on the corpus, same token ids and prefixes."""
     sys.path.insert(0, str(REPO / "scripts"))
     import bench
-    engine = bench.make_engine("ort-int8", *bench.prepare_ort_models(model_dir, bench.default_cache_root(), True))
+    cache_root = Path(os.environ.get("MINIE5_BENCH_CACHE", Path.home() / ".cache" / "minie5-bench")).expanduser()
+    onnx_path, note = bench.prepare_onnx(Path(model_dir), cache_root, allow_export=True)
+    if onnx_path is None:
+        raise SystemExit(f"--ort: no ONNX model: {note}")
+    engine = bench.make_engine("ort-int8", onnx_path)
     engine.import_libs()
     engine.load(model_dir)
     lines = CORPUS.read_text(encoding="utf-8").split("\n")[:-1]

@@ -9,6 +9,7 @@ the size and the reference path on the e5 fixture.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -74,7 +75,8 @@ def test_quantized_directory_format(e5_dir, e5_int8_dir):
                  "sentence_bert_config.json", "1_Pooling/config.json"):
         assert (e5_int8_dir / name).read_bytes() == (e5_dir / name).read_bytes(), name
     size, float_size = ((d / "model.safetensors").stat().st_size for d in (e5_int8_dir, e5_dir))
-    print(f"parity int8 e5 file: {size / 1e6:.1f} MB, {100 * size / float_size:.1f} % of fp32's {float_size / 1e6:.1f} MB")
+    print(f"parity int8 e5 file: {size / 1e6:.1f} MB, {100 * size / float_size:.1f} % of fp32's "
+          f"{float_size / 1e6:.1f} MB")
     assert size <= 0.30 * float_size
 
 
@@ -88,7 +90,7 @@ def test_int8_directory_equals_quantising_at_load(e5_dir, e5_int8_dir):
 
 
 def test_reference_backend_runs_the_int8_reference(e5_dir, e5_int8_dir, e5_model):
-    """backend="reference" on an int8 model: reference.py with int8 products (reference_int8), close to the fast path."""
+    """backend="reference" on an int8 model: reference.py with int8 products (reference_int8), close to fast."""
     model = minie5.load(e5_int8_dir)
     assert isinstance(model.weights["encoder.layer.0.intermediate.dense.weight"], reference_int8.QuantizedMatrix)
     texts = (REPO / "tests" / "data" / "multilingual.txt").read_text(encoding="utf-8").split("\n")[:-1]
@@ -173,7 +175,8 @@ def test_missing_scale_is_named(tiny_int8, tmp_path):
 def test_misshaped_scale_is_named(tiny_int8, tmp_path):
     bad = copy_dir(tiny_int8, tmp_path / "bad")
     rewrite_tensors(bad, lambda t: t.update({SCALE: t[SCALE][:-1].copy()}))
-    with pytest.raises(ModelFileError, match=rf"model.safetensors: tensor '{SCALE}' has shape \[127\], expected \[128\]"):
+    with pytest.raises(ModelFileError,
+                       match=rf"model.safetensors: tensor '{SCALE}' has shape \[127\], expected \[128\]"):
         minie5.load(bad)
 
 
@@ -188,8 +191,8 @@ def test_float_tensor_listed_as_int8_is_named(tiny_int8, tmp_path):
     bad = copy_dir(tiny_int8, tmp_path / "bad")
     name = "encoder.layer.0.output.dense.weight"
     rewrite_tensors(bad, lambda t: t.update({name: t[name].astype(np.float32)}))
-    with pytest.raises(ModelFileError, match=rf"tensor '{name}' has dtype F32, expected I8 \(.*minie5_quantization.json "
-                                             rf"lists it as int8\)"):
+    with pytest.raises(ModelFileError, match=rf"tensor '{name}' has dtype F32, expected I8 "
+                                             rf"\(.*minie5_quantization.json lists it as int8\)"):
         minie5.load(bad)
 
 
@@ -214,7 +217,7 @@ def test_bad_description_is_named(tiny_int8, tmp_path, field, value, message):
     description = json.loads((bad / quantize.DESCRIPTION).read_text())
     description[field] = value
     (bad / quantize.DESCRIPTION).write_text(json.dumps(description))
-    with pytest.raises(ModelFileError, match="minie5_quantization.json: .*" + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ModelFileError, match="minie5_quantization.json: .*" + re.escape(message)):
         minie5.load(bad)
 
 
@@ -239,7 +242,8 @@ def test_cli_quantize_embed_search(tiny_dir, tmp_path):
     np.testing.assert_array_equal(np.array(json.loads(at_load.stdout), np.float32), expected)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("w5 w6\nw40 w41 w42\nw9\n")
-    search = run_cli("search", "--model", tiny_dir, "--quantize", "int8", "--corpus", corpus, "w40 w41", "-k", "1", "-q")
+    search = run_cli("search", "--model", tiny_dir, "--quantize", "int8", "--corpus", corpus, "w40 w41", "-k", "1",
+                     "-q")
     assert search.returncode == 0, search.stderr
     model = minie5.load(out)
     scores = model.encode(["w5 w6", "w40 w41 w42", "w9"], prefix="passage") @ model.encode("w40 w41", prefix="query")
