@@ -41,7 +41,7 @@ from .files import (STDIN, TextFile, read_calibration, saved_index, saving_npy, 
                     write_npy, write_quantized_npy)
 from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
 from .precision import PRECISIONS, SCALAR_PRECISIONS
-from .quantize import QUANTIZE_MODES
+from .quantize import BLOCKS, QUANTIZE_MODES
 from .search import RESCORE_MULTIPLIER, binary_index_for, binary_search, float_search
 
 PROG = "minie5"
@@ -473,12 +473,15 @@ def add_quantize_parser(subparsers) -> None:
     parser.add_argument("model_positional", metavar="MODEL", help="hub repo id or local directory of a float model")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="the directory to write (must not exist, or be empty)")
+    parser.add_argument("--keep-float", action="append", default=[], choices=tuple(BLOCKS), metavar="BLOCK",
+                        help=f"leave a block in float32 (repeatable): {', '.join(BLOCKS)}; closer to the float "
+                             f"model, larger and slower (ffn-down matters most)")
     parser.set_defaults(run=run_quantize, parser=parser)
 
 
 def run_quantize(args: argparse.Namespace) -> int:
     from .quantize import write_quantized
-    written = write_quantized(args.model_positional, args.output)
+    written = write_quantized(args.model_positional, args.output, keep_float=tuple(args.keep_float))
     info(f"wrote {args.output}: model.safetensors {written['bytes'] / 1e6:,.1f} MB, "
          f"{100 * written['bytes'] / written['source_bytes']:.1f} % of the float file's "
          f"{written['source_bytes'] / 1e6:,.1f} MB ({len(written['quantized'])} int8 tensors)")

@@ -41,8 +41,13 @@ DESCRIPTION = "minie5_quantization.json"
 FORMAT = "minie5-int8"
 FORMAT_VERSION = 1
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
-LINEAR_PARTS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                "intermediate.dense", "output.dense")
+BLOCKS = {  # the blocks an int8 model may store as int8 -> their weights' names within each encoder layer
+    "qkv": ("attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight"),
+    "attention-output": ("attention.output.dense.weight",),
+    "ffn-up": ("intermediate.dense.weight",),
+    "ffn-down": ("output.dense.weight",),
+    "word-embeddings": (),  # WORD_EMBEDDINGS, not per layer
+}
 COPIED_FILES = tuple(f for f in REQUIRED_FILES + OPTIONAL_FILES if f not in ("model.safetensors", DESCRIPTION)) + (
     "README.md",)
 ROWS_PER_STEP = 16384  # the word-embedding table is quantised this many rows at a time (bounded memory)
@@ -54,10 +59,22 @@ def check_quantize(quantize) -> None:
         raise ValueError(f"quantize must be None or one of {QUANTIZE_MODES}, got {quantize!r}")
 
 
-def quantized_names(config: ModelConfig) -> list[str]:
-    """The tensors an int8 model stores as int8: the word-embedding table and every linear layer's weight."""
-    return [WORD_EMBEDDINGS] + [f"encoder.layer.{i}.{part}.weight"
-                                for i in range(config.num_hidden_layers) for part in LINEAR_PARTS]
+def quantized_names(config: ModelConfig, keep_float=()) -> list[str]:
+    """The tensors an int8 model stores as int8: the word-embedding table and every linear layer's weight.
+
+    keep_float: names of BLOCKS left in float32 (the ablation in docs/performance.md
+    measures what each costs: "ffn-down" is the one that matters most).
+    """
+    unknown = [block for block in keep_float if block not in BLOCKS]
+    if unknown:
+        raise InputError(f"--keep-float {unknown[0]}: not a block; choose from {', '.join(BLOCKS)}")
+    names = [] if "word-embeddings" in keep_float else [WORD_EMBEDDINGS]
+    for i in range(config.num_hidden_layers):
+        names += [f"encoder.layer.{i}.{name}" for block, parts in BLOCKS.items() if block not in keep_float
+                  for name in parts]
+    if not names:
+        raise InputError("--keep-float leaves nothing to quantise")
+    return names
 
 
 def read_description(model_dir: str | Path) -> dict | None:
@@ -140,12 +157,14 @@ def quantize_table(weights: Weights, name: str) -> tuple[np.ndarray, np.ndarray]
     return values, scales
 
 
-def write_quantized(source: str | os.PathLike, out_dir: str | os.PathLike, revision: str | None = None) -> dict:
+def write_quantized(source: str | os.PathLike, out_dir: str | os.PathLike, revision: str | None = None,
+                    keep_float=()) -> dict:
     """`minie5 quantize`: the float model `source` (directory or hub id) -> an int8 model directory out_dir.
 
     out_dir must not exist or be empty. Refuses a model that is already int8
-    and any model minie5.load refuses (read_config, load_weights). Returns the
-    description written to minie5_quantization.json, plus the two file sizes.
+    and any model minie5.load refuses (read_config, load_weights). keep_float:
+    BLOCKS to leave in float32. Returns the description written to
+    minie5_quantization.json, plus the two file sizes.
     """
     model_dir = resolve_model_dir(source, revision)
     if read_description(model_dir) is not None:
@@ -158,9 +177,9 @@ def write_quantized(source: str | os.PathLike, out_dir: str | os.PathLike, revis
     if out.resolve() == model_dir.resolve():
         raise InputError(f"-o {out}: is the model directory itself")
     config = read_config(model_dir)  # refuses architectures minie5 does not run, naming the field
+    names = quantized_names(config, keep_float)
     source_file = model_dir / "model.safetensors"
     weights = load_weights(source_file, config)  # every tensor present, shaped as config.json says
-    names = quantized_names(config)
     tensors = {}
     for name in expected_shapes(config):
         if name in names:
@@ -177,7 +196,8 @@ def write_quantized(source: str | os.PathLike, out_dir: str | os.PathLike, revis
                        "[-B, B], B = min(32767, (2^31 - 1) // (127 K)) for K inputs "
                        f"(this model: {activation_bound(config.hidden_size)} for K = {config.hidden_size}, "
                        f"{activation_bound(config.intermediate_size)} for K = {config.intermediate_size})",
-        "float32": "biases, LayerNorms, position and token-type embeddings",
+        "float32": "biases, LayerNorms, position and token-type embeddings"
+                   + "".join(f", {block}" for block in keep_float),
         "source": str(source),
     }
     from safetensors.numpy import save_file  # a runtime dependency; imported only to write

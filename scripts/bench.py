@@ -408,9 +408,13 @@ def quantize_onnx_int8(onnx_path: Path) -> Path:
     """ONNX Runtime's dynamic int8 quantisation of the optimised graph (per-channel int8 weights), cached beside it."""
     out = onnx_path.with_name("model.opt.int8.onnx")
     if not out.is_file():
+        from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
         partial = out.with_name("model.opt.int8.partial.onnx")
-        quantize_dynamic(str(onnx_path), str(partial), per_channel=True, weight_type=QuantType.QInt8)
+        # DefaultTensorType: ONNX shape inference cannot type the outputs of the optimiser's fused
+        # com.microsoft operators; they are float32 (the quantiser's own error message suggests this).
+        quantize_dynamic(str(onnx_path), str(partial), per_channel=True, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
         partial.rename(out)
     return out
 

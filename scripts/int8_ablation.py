@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What each int8 choice costs in quality: the ablation table of docs/performance.md ("int8").
 
-    python scripts/int8_ablation.py --model DIR              # every row (about 10 minutes on 2 cores)
+    python scripts/int8_ablation.py --model DIR              # every row (about 20 minutes on 2 cores)
     python scripts/int8_ablation.py --model DIR --ort        # plus ONNX Runtime's dynamic int8, for comparison
     python scripts/int8_ablation.py --model DIR --rows shipped,int8-row
 
@@ -18,8 +18,9 @@ one per product ("tensor": the largest |value| of the batch's packed tokens,
 as ONNX Runtime's dynamic quantisation takes one per tensor). Weights are
 always int8 with one scale per output channel (row). "shipped" is what
 minie5.load(quantize="int8") runs, on the int8 kernels; the other rows run the
-fast path with the linear layers' products computed by reference_int8.linear
-(the NumPy twin: bit for bit the same arithmetic where the scheme is the same).
+fast path with each int8 product computed as reference_int8.linear computes it,
+in the row's scheme (AblationLinear: the rounding in NumPy, the integer
+product on the int8 kernel, bit for bit the NumPy twin's).
 """
 from __future__ import annotations
 
@@ -31,29 +32,24 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import minie5  # noqa: E402
-from minie5 import reference_int8  # noqa: E402
+from minie5 import int8, reference_int8  # noqa: E402
 from minie5.encoder import FastEncoder  # noqa: E402
 from minie5.model import Model  # noqa: E402
-from minie5.quantize import quantize_table  # noqa: E402
+from minie5.quantize import BLOCKS, quantize_table, quantized_names  # noqa: E402
 from minie5.weights import Weights  # noqa: E402
+from minie5.workers import POOL  # noqa: E402
 
 CORPUS = REPO / "tests" / "data" / "multilingual.txt"
 GROUPS = REPO / "tests" / "data" / "multilingual_groups.txt"
 SHORT_LINES = 2700  # scripts/make_test_corpus.py: CORPUS_SHORT short lines, then the long ones
-BLOCKS = {  # a block -> the tensor names (within encoder layer i, or global) stored as int8
-    "qkv": ("attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight"),
-    "attention output": ("attention.output.dense.weight",),
-    "FFN up": ("intermediate.dense.weight",),
-    "FFN down": ("output.dense.weight",),
-    "word embeddings": None,  # embeddings.word_embeddings.weight
-}
-ALL = tuple(BLOCKS)
+ALL = tuple(BLOCKS)  # quantize.BLOCKS: qkv, attention-output, ffn-up, ffn-down, word-embeddings
 
 
 class Row(NamedTuple):
@@ -67,13 +63,13 @@ class Row(NamedTuple):
 ROWS = [
     Row("int8-tensor", ALL, 8, "tensor", "int8 per tensor x int8 per channel (ONNX Runtime's scheme)"),
     Row("int8-row", ALL, 8, "row", "int8 per row x int8 per channel"),
-    Row("int8-row-down-fp32", tuple(b for b in ALL if b != "FFN down"), 8, "row", "the same, FFN down fp32"),
+    Row("int8-row-down-fp32", tuple(b for b in ALL if b != "ffn-down"), 8, "row", "the same, FFN down fp32"),
     Row("int16-tensor", ALL, 16, "tensor", "int16 per tensor x int8 per channel"),
     Row("shipped", ALL, 16, "row", "int16 per row x int8 per channel (minie5 int8)"),
-    Row("int16-row-down-fp32", tuple(b for b in ALL if b != "FFN down"), 16, "row", "the same, FFN down fp32"),
-    Row("int16-row-words-fp32", tuple(b for b in ALL if b != "word embeddings"), 16, "row",
+    Row("int16-row-down-fp32", tuple(b for b in ALL if b != "ffn-down"), 16, "row", "the same, FFN down fp32"),
+    Row("int16-row-words-fp32", tuple(b for b in ALL if b != "word-embeddings"), 16, "row",
         "the same, word embeddings fp32"),
-] + [Row("only-" + b.replace(" ", "-"), (b,), 16, "row", f"int16 per row, only {b} int8") for b in ALL]
+] + [Row("only-" + b, (b,), 16, "row", f"int16 per row, only {b} int8") for b in ALL]
 
 
 # ---------------------------------------------------------------- the measures (shared with the tests)
@@ -112,39 +108,54 @@ def translation_retrieval(embeddings: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------- the rows
-class ReferenceLinear:
-    """The plan's linear engine, with int8 weights' products by reference_int8.linear (any scheme)."""
+class AblationLinear:
+    """The plan's linear engine for any rounding scheme: int8 weights' products as reference_int8.linear computes them.
+
+    The input is rounded by reference_int8.quantize_activation_rows with the
+    weight's scheme (int16 or int8, per row or per tensor); the integer product
+    and the rescaling run on int8.linear_block, which equals
+    reference_int8.integer_product and the float steps of reference_int8.linear
+    bit for bit (tests/test_int8.py) and is many times faster than NumPy's
+    float64 product. Float weights go to the plan's float engine.
+    """
 
     def __init__(self, float_linear):
         self.float_linear = float_linear
+        self.packed = {}  # id(weight) -> (weight, PackedMatrix)
 
     def __call__(self, x, weight, bias, out):
-        if isinstance(weight, reference_int8.QuantizedMatrix):
-            out[...] = reference_int8.linear(x, weight, bias)
-        else:
+        if not isinstance(weight, reference_int8.QuantizedMatrix):
             self.float_linear(x, weight, bias, out)
+            return
+        if id(weight) not in self.packed:
+            self.packed[id(weight)] = weight, int8.pack(weight.values, weight.scales)
+        packed = self.packed[id(weight)][1]
+        M, K = x.shape
+        bound = reference_int8.activation_bound(K, weight.activation_bits)
+        xq, x_scales = reference_int8.quantize_activation_rows(x, bound, weight.activation_scale)
+        xq = np.pad(xq, ((0, 0), (0, K % 2)))  # rows of even length, as int8.quantize_rows leaves them
+        N, threads = out.shape[1], numba.get_num_threads()
+        width = int8.PANELS * int8.PANEL
+        cuts = [min(N, (N * t // threads + width - 1) // width * width) for t in range(threads)] + [N]
+        POOL.run(int8.linear_block, [(xq, x_scales, packed.panels, packed.scales, bias, out, 0, M, cuts[t],
+                                      cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]])
 
 
 def ablation_model(float_model, row: Row):
-    """A Model on the float model's files whose chosen blocks are int8, run with ReferenceLinear."""
+    """A Model on the float model's files whose chosen blocks are int8, run with AblationLinear."""
     base, config = float_model.weights, float_model.config
     weights = Weights(base.path)
     weights.update(base)
     weights.fd, weights.file_offsets = base.fd, dict(base.file_offsets)
-    names = []
-    for block in row.blocks:
-        if BLOCKS[block] is None:
-            names.append("embeddings.word_embeddings.weight")
-        else:
-            names += [f"encoder.layer.{i}.{n}" for i in range(config.num_hidden_layers) for n in BLOCKS[block]]
+    names = quantized_names(config, keep_float=tuple(b for b in ALL if b not in row.blocks))
     for name in names:
         weights[name] = reference_int8.QuantizedMatrix(*quantize_table(base, name), activation_bits=row.bits,
                                                        activation_scale=row.per)
         weights.file_offsets.pop(name, None)
     model = Model(float_model.model_dir, config, weights, float_model.tokenizer)
     encoder = FastEncoder(config, weights)  # float plans; int8 weights reach the linear engine as they are
-    encoder.small_plan = encoder.small_plan._replace(linear=ReferenceLinear(encoder.small_plan.linear))
-    encoder.large_plan = encoder.large_plan._replace(linear=ReferenceLinear(encoder.large_plan.linear))
+    encoder.small_plan = encoder.small_plan._replace(linear=AblationLinear(encoder.small_plan.linear))
+    encoder.large_plan = encoder.large_plan._replace(linear=AblationLinear(encoder.large_plan.linear))
     model._encoder = encoder
     return model
 

@@ -279,3 +279,25 @@ def test_reference_linear_dispatch():
     q = reference_int8.quantize(w)
     np.testing.assert_array_equal(reference.linear(x, q, b), reference_int8.linear(x, q, b))
     np.testing.assert_array_equal(reference.linear(x, w, b), x @ w.T + b)
+
+
+def test_keep_float_blocks(tiny_dir, tmp_path):
+    """--keep-float ffn-down: those weights stay float32 in the file and run on the float engine, the rest int8."""
+    out = tmp_path / "mixed"
+    result = run_cli("quantize", tiny_dir, "-o", out, "--keep-float", "ffn-down", "--keep-float", "word-embeddings")
+    assert result.returncode == 0, result.stderr
+    header, _ = read_header(out / "model.safetensors")
+    assert header["encoder.layer.0.output.dense.weight"]["dtype"] == "F32"
+    assert header["embeddings.word_embeddings.weight"]["dtype"] == "F32"
+    assert header["encoder.layer.0.intermediate.dense.weight"]["dtype"] == "I8"
+    description = json.loads((out / quantize.DESCRIPTION).read_text())
+    assert len(description["quantized"]) == 2 * 5 and description["float32"].endswith("ffn-down, word-embeddings")
+    model = minie5.load(out)
+    assert model.quantize == "int8" and not isinstance(model.weights["encoder.layer.1.output.dense.weight"],
+                                                       reference_int8.QuantizedMatrix)
+    fast, ref = model.encode(TEXTS), model.encode(TEXTS, backend="reference")
+    assert (fast * ref).sum(axis=1).min() > 0.99999
+    with pytest.raises(InputError, match="--keep-float ffn: not a block; choose from qkv, attention-output"):
+        quantize.write_quantized(tiny_dir, tmp_path / "bad", keep_float=("ffn",))
+    with pytest.raises(InputError, match="leaves nothing to quantise"):
+        quantize.write_quantized(tiny_dir, tmp_path / "bad", keep_float=tuple(quantize.BLOCKS))
