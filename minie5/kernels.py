@@ -232,7 +232,7 @@ _B0, _B1, _B2, _B3, _B4 = (np.float32(c) for c in (
 
 @njit(cache=True, inline="always")
 def _erf(x):
-    """erf of one float32 value (rational approximation, see above).  Twin: math.erf."""
+    """erf of one float32 value (rational approximation, see above).  Twin: reference.erf."""
     x = min(max(x, np.float32(-4.0)), np.float32(4.0))
     x2 = x * x
     p = ((((((_A0 * x2 + _A1) * x2 + _A2) * x2 + _A3) * x2 + _A4) * x2 + _A5) * x2 + _A6) * x

@@ -44,7 +44,7 @@ def linear(x, weight, bias):
 
 def gelu(x):
     # exact GELU: x * Phi(x), Phi the standard normal CDF (not the tanh approximation)
-    erf = np.vectorize(math.erf, otypes=[np.float64])
+    # erf in float64, as math.erf (numpy has none): see the end of this file
     return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(np.float32)
 
 
@@ -158,3 +158,58 @@ def l2_normalize(x):
     # x: [B, H] -> [B, H], each row of unit length (a zero row stays zero)
     norm = np.sqrt((x * x).sum(axis=-1, keepdims=True))  # [B, 1]
     return x / np.maximum(norm, 1e-12)
+
+
+# ---------------------------------------------------------------- erf for arrays (used by gelu)
+# W. J. Cody's rational Chebyshev approximations (Math. Comp. 23 (1969) 631-638), with the
+# coefficients of his CALERF (netlib specfun/erf): at least 18 significant digits in theory, so
+# float64 rounding in practice (within 3 eps of math.erf, the worst just above 0.46875 where
+# 1 - erfc cancels; tests/test_reference.py).
+# Each pair is (numerator, denominator), highest power first.
+ERF_NEAR_ZERO = (  # |x| <= 0.46875: erf(x) = x P(x^2) / Q(x^2)
+    (1.85777706184603153e-1, 3.16112374387056560e0, 1.13864154151050156e2, 3.77485237685302021e2,
+     3.20937758913846947e3),
+    (1.0, 2.36012909523441209e1, 2.44024637934444173e2, 1.28261652607737228e3, 2.84423683343917062e3))
+ERFC_MIDDLE = (  # 0.46875 < x <= 4: erfc(x) = exp(-x^2) P(x) / Q(x)
+    (2.15311535474403846e-8, 5.64188496988670089e-1, 8.88314979438837594e0, 6.61191906371416295e1,
+     2.98635138197400131e2, 8.81952221241769090e2, 1.71204761263407058e3, 2.05107837782607147e3,
+     1.23033935479799725e3),
+    (1.0, 1.57449261107098347e1, 1.17693950891312499e2, 5.37181101862009858e2, 1.62138957456669019e3,
+     3.29079923573345963e3, 4.36261909014324716e3, 3.43936767414372164e3, 1.23033935480374942e3))
+ERFC_TAIL = (  # x > 4: erfc(x) = exp(-x^2) / x (1/sqrt(pi) - z P(z) / Q(z)), z = 1 / x^2
+    (1.63153871373020978e-2, 3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1,
+     1.60837851487422766e-2, 6.58749161529837803e-4),
+    (1.0, 2.56852019228982242e0, 1.87295284992346047e0, 5.27905102951428412e-1, 6.05183413124413191e-2,
+     2.33520497626869185e-3))
+
+
+def polynomial(coefficients, t):
+    # t: [n] float64 -> c[0] t^k + c[1] t^(k-1) + ... + c[k]: [n], by Horner's rule in place
+    y = np.full_like(t, coefficients[0])
+    for c in coefficients[1:]:
+        y *= t
+        y += c
+    return y
+
+
+def rational(pair, t):
+    # t: [n] float64 -> P(t) / Q(t): [n], for pair = (P's coefficients, Q's)
+    return polynomial(pair[0], t) / polynomial(pair[1], t)
+
+
+def erf(x):
+    # x: [...] -> erf(x): [...] float64; erf is odd, so it is computed for |x| and takes x's sign
+    a = np.abs(np.asarray(x, dtype=np.float64)).ravel()  # [n]
+    # each range as a list of indices (numpy gathers by index several times faster than by mask)
+    near_zero = np.flatnonzero(a <= 0.46875)
+    middle = np.flatnonzero((a > 0.46875) & (a <= 4.0))
+    tail = np.flatnonzero(~(a <= 4.0))  # beyond 4, and nan
+    out = np.empty_like(a)  # [n] erf(|x|)
+    small = a[near_zero]
+    out[near_zero] = small * rational(ERF_NEAR_ZERO, small * small)
+    mid = a[middle]
+    out[middle] = 1.0 - np.exp(-mid * mid) * rational(ERFC_MIDDLE, mid)
+    big = np.minimum(a[tail], 26.543)  # erfc underflows to 0 past 26.543 (Cody's XBIG); x^2 stays finite
+    z = 1.0 / (big * big)
+    out[tail] = 1.0 - np.exp(-big * big) / big * (1.0 / math.sqrt(math.pi) - z * rational(ERFC_TAIL, z))
+    return np.copysign(out.reshape(np.shape(x)), x)

@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
 """Benchmark minie5 against transformers/torch and ONNX Runtime on CPU, all at 2 threads.
 
-    python scripts/bench.py                      # full run (about 10 minutes on 2 idle cores)
+Recommended (full run, about 10 minutes on 2 idle cores), with OpenBLAS free to pick its kernel:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/bench.py --model DIR
+
     python scripts/bench.py --quick              # smoke run (about a minute; tests/test_bench.py)
     python scripts/bench.py --engines minie5-fast,ort --repeats 5 --json bench.json
     python scripts/bench.py --model /path/to/e5-small    # default: $MINIE5_MODEL, else the hub id
 
+OPENBLAS_CORETYPE (or OPENBLAS_L2_SIZE) in the environment overrides the sgemm kernel OpenBLAS
+picks for the CPU: on an AVX-512 machine, OPENBLAS_CORETYPE=Haswell runs numpy's sgemm on the
+slower AVX2 kernel, which users' machines don't do. `env -u` unsets both for this one command;
+the bench warns (header and JSON "warnings") when either is set.
+
 Install: pip install torch==2.13.0 (CPU wheel) first, then pip install -e '.[bench]'.
 
 Engines (skipped with a note when their packages are missing):
-    minie5-fast  minie5's default fast path on packed tokens (Model._embed_ids(ids, "fast")):
+    minie5-fast  minie5's default fast path on packed tokens (Model.encode_ids, one call per batch):
                  Numba kernels, and for the linear layers and attention's products of
                  batches of 64 tokens or more numpy's sgemm, one OpenBLAS thread per Numba
                  thread (matmul="auto")
@@ -55,8 +63,8 @@ in the same run at the same thread count.
 
 Threads: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and NUMBA_NUM_THREADS
 are set to 2 before numpy is imported; torch and ORT get 2 intra-op threads explicitly.
-OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are left alone and printed, with the BLAS kernel
-threadpoolctl reports.
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are left alone and printed (with a warning when set), with
+the BLAS kernel threadpoolctl reports.
 """
 from __future__ import annotations
 
@@ -100,12 +108,13 @@ COLD_TEXT = "query: how much protein should a female eat"
 SEED = 20240531
 SETTLE_S = 0.1  # pause before each engine's turn: the previous engine's spinning worker threads go idle
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_VERBOSE", "GOTO_NUM_THREADS")
+KERNEL_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # force OpenBLAS's kernel choice: warned about
+RECOMMENDED = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/bench.py --model DIR"
 ONNX_OPSET = 17
 PROBE_TAG = "PROBE_RESULT "
 SUBSAMPLE_MARK = "†"
-# The NumPy reference is many times slower than the other engines (its exact GELU calls
-# math.erf per element): it runs an evenly spaced subset of each throughput workload's
-# batches (marked † in the tables) unless --full-reference is given.
+# The NumPy reference is many times slower than the other engines: it runs an evenly spaced
+# subset of each throughput workload's batches (marked † in the tables) unless --full-reference.
 REDUCED = {"minie5-ref": {"batch_fraction": 1 / 16, "latency_calls": 3}}
 
 
@@ -262,11 +271,10 @@ class Minie5Engine(Engine):
 
     def load(self, model_dir):
         self.model = self.minie5.load(model_dir, backend=self.backend, matmul=self.matmul)
-        self.normalize = self.minie5.reference.l2_normalize
 
     def embed_ids(self, batch):
-        # Model._embed_ids: id lists -> pooled [b, H] (fast: packed; reference: padded to the batch max)
-        return self.normalize(self.model._embed_ids(batch, self.backend))
+        # one batch as given (fast: packed; reference: padded to the batch max), L2-normalised
+        return self.model.encode_ids(batch, batch_size=len(batch), normalize=True, backend=self.backend)
 
     def embed_text(self, text):
         return self.model.encode([text])
@@ -726,11 +734,34 @@ def environment_info() -> dict:
             "minie5_git": _git_revision()}
     try:
         from threadpoolctl import threadpool_info
-        info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
-                                                      "threading_layer", "filepath")} for p in threadpool_info()]
+        info["threadpools"] = [{k: p.get(k) for k in ("user_api", "internal_api", "version", "architecture",
+                                                      "num_threads", "threading_layer", "filepath")}
+                               for p in threadpool_info()]
     except ImportError:
         info["threadpools"] = "threadpoolctl not installed"
+    info["blas_kernel"] = blas_kernel(info["threadpools"])
+    info["warnings"] = kernel_warnings(info["blas_env"], info["blas_kernel"])
     return info
+
+
+def blas_kernel(threadpools) -> str:
+    """numpy's BLAS and the kernel it runs, as threadpoolctl reports it ("openblas SkylakeX")."""
+    if isinstance(threadpools, str):
+        return f"unknown ({threadpools})"
+    blas = [f"{p['internal_api']} {p.get('architecture') or '(kernel not reported)'}"
+            for p in threadpools if p.get("user_api") == "blas"]
+    return ", ".join(dict.fromkeys(blas)) or "unknown (no BLAS loaded)"
+
+
+def kernel_warnings(blas_env: dict, kernel: str) -> list:
+    """[a warning] when OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE overrides OpenBLAS's own kernel choice, else []."""
+    forced = [f"{name}={blas_env[name]}" for name in KERNEL_OVERRIDES if blas_env.get(name)]
+    if not forced:
+        return []
+    return [f"{' and '.join(forced)} set: numpy's BLAS runs the kernel forced on it ({kernel}), not the one "
+            "OpenBLAS picks for this CPU (on AVX-512 machines OPENBLAS_CORETYPE=Haswell means the slower AVX2 "
+            "sgemm); users' machines don't do this, so the sgemm and minie5 figures are not theirs. "
+            f"Run: {RECOMMENDED}"]
 
 
 def _cpu_name() -> str:
@@ -757,6 +788,9 @@ def _git_revision() -> str:
 def print_environment(info: dict) -> None:
     log(f"CPU: {info['cpu']} ({info['cpu_count']} logical), load average {info['loadavg_start'][0]:.2f}; "
         f"python {info['python']}, numpy {info['numpy']}, minie5 git {info['minie5_git']}")
+    log(f"BLAS kernel: {info['blas_kernel']} (threadpoolctl)")
+    for warning in info["warnings"]:
+        log(f"WARNING: {warning}")
     log("threads: " + ", ".join(f"{k}={v}" for k, v in info["thread_env"].items()))
     log("BLAS env (left as found): " + ", ".join(f"{k}={v if v is not None else '(unset)'}"
                                                   for k, v in info["blas_env"].items()))
@@ -860,7 +894,7 @@ def gflops_table(stats: dict, workloads: list, peak: float) -> str:
 
 # ====================================================================== main
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(description=__doc__[:__doc__.index("\nInstall:")],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=os.environ.get("MINIE5_MODEL", HUB_ID),
                    help="model directory or hub id (default: $MINIE5_MODEL or %(default)s)")
@@ -954,7 +988,7 @@ def result_notes(args, stats: dict, workloads: list) -> list:
     return notes
 
 
-def print_report(stats: dict, workloads: list, probes: dict, sgemm: dict, notes: list) -> None:
+def print_report(stats: dict, workloads: list, probes: dict, sgemm: dict, notes: list, blas_warnings: list) -> None:
     log()
     log(main_table(stats, workloads, probes))
     log()
@@ -966,6 +1000,8 @@ def print_report(stats: dict, workloads: list, probes: dict, sgemm: dict, notes:
         + f" (numpy/OpenBLAS, {THREADS} threads); load average now {os.getloadavg()[0]:.2f}")
     for note in notes:
         log(f"note: {note}")
+    for warning in blas_warnings:  # again under the tables, which it concerns
+        log(f"WARNING: {warning}")
 
 
 def save_json(path: str, args, **results) -> None:
@@ -1019,10 +1055,11 @@ def run_bench(args) -> int:
 
     stats = summarise(times, plans, config)
     notes += result_notes(args, stats, workloads)
-    print_report(stats, workloads, probes, sgemm, notes)
+    print_report(stats, workloads, probes, sgemm, notes, info["warnings"])
     log(f"total bench time {time.perf_counter() - started:.0f} s")
     if args.json:
-        save_json(args.json, args, model_dir=str(model_dir), environment=info, sgemm_gflops=sgemm,
+        save_json(args.json, args, warnings=info["warnings"], model_dir=str(model_dir), environment=info,
+                  sgemm_gflops=sgemm,
                   engines={n: e.describe() for n, e in engines.items()},
                   workloads={w.name: {"label": w.label, "kind": w.kind, "texts": len(w.texts), "tokens": w.tokens,
                                       "batches": len(w.batches), "flops": model_flops(config, w)}

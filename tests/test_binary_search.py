@@ -50,6 +50,7 @@ def example_floats(e5_dir, tmp_path_factory) -> np.ndarray:
 # int8: the spooled path (ranges over the whole output), ubinary: the direct one; uint8 / binary differ from them
 # only inside quantize_embeddings (test_precision.py)
 @pytest.mark.parametrize("precision", ["int8", "ubinary"])
+@pytest.mark.slow
 def test_embed_precision_writes_quantize_embeddings_of_the_floats(e5_dir, corpus, tmp_path, example_floats,
                                                                   precision):
     out = tmp_path / f"docs.{precision}.npy"
@@ -63,6 +64,7 @@ def test_embed_precision_writes_quantize_embeddings_of_the_floats(e5_dir, corpus
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the float spool is gone
 
 
+@pytest.mark.slow
 def test_embed_precision_with_calibration(e5_dir, tmp_path, example_floats):
     calibration = tmp_path / "calibration.npy"
     np.save(calibration, example_floats)
@@ -84,6 +86,7 @@ def test_streamed_scalar_quantization_equals_one_call(tmp_path, precision):
     np.testing.assert_array_equal(np.load(out), reference_quantize()(floats, precision))
 
 
+@pytest.mark.slow
 def test_embed_precision_of_an_empty_file_is_an_empty_array(e5_dir, tmp_path):
     empty = write_lines(tmp_path / "empty.txt", [])
     result = run_cli("embed", "-i", empty, "-o", tmp_path / "out.npy", "--precision", "int8", "--model", e5_dir)
@@ -98,11 +101,13 @@ def test_embed_precision_of_an_empty_file_is_an_empty_array(e5_dir, tmp_path):
      "--calibration applies to --precision int8 or uint8, not binary"),
     (["--precision", "int4", "-o", "{tmp}/x.npy"], "invalid choice: 'int4'"),
 ])
+@pytest.mark.slow
 def test_embed_precision_usage_errors(tmp_path, arguments, message):
     result = run_cli("embed", "text", *[a.format(tmp=tmp_path) for a in arguments], "--model", tmp_path / "none")
     assert message in result.error_line()
 
 
+@pytest.mark.slow
 def test_embed_precision_input_errors(e5_dir, tmp_path):
     one = run_cli("embed", "only one", "-o", tmp_path / "x.npy", "--precision", "int8", "--model", e5_dir)
     assert "cannot compute int8 quantization ranges from 1 embedding: give --calibration FILE.npy" in one.error_line()
@@ -157,6 +162,7 @@ def test_binary_search_is_float_search_on_its_candidates():
 
 
 # ---------------------------------------------------------------- minie5 search --binary
+@pytest.mark.slow
 def test_search_binary_prints_what_float_search_prints_and_keeps_both_indexes(e5_dir, corpus):
     queries = ["the highest mountain in Africa", "comment faire une omelette"]
     float_run = run_cli("search", "--corpus", corpus, *queries, "-k", "3", "--model", e5_dir)
@@ -179,6 +185,7 @@ def test_search_binary_prints_what_float_search_prints_and_keeps_both_indexes(e5
     assert third.stdout == first.stdout
 
 
+@pytest.mark.slow
 def test_search_binary_with_few_candidates_rescores_the_closest_bits(e5_dir, e5_model, corpus, tmp_path):
     index = tmp_path / "idx.npy"
     query = "the highest mountain in Africa"
@@ -199,12 +206,14 @@ def test_search_binary_with_few_candidates_rescores_the_closest_bits(e5_dir, e5_
         assert abs(float(score) - float(passages[i] @ query_vector)) <= 1e-4 and text == lines[i]
 
 
+@pytest.mark.slow
 def test_rescore_multiplier_needs_binary(tmp_path):
     path = write_lines(tmp_path / "docs.txt", ["a"])
     result = run_cli("search", "--corpus", path, "q", "--rescore-multiplier", "3", "--model", tmp_path / "none")
     assert "--rescore-multiplier applies to --binary search" in result.error_line()
 
 
+@pytest.mark.slow
 def test_recall_script_runs_and_rescoring_every_row_is_exact(e5_dir, tmp_path):
     """scripts/binary_search_recall.py on 300 lines of tests/data/multilingual.txt: with 10 x 100 candidates
     every row is rescored, so recall is 1; the timings are reported for both searches."""

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from minie5 import cli
 from helpers import load_script
@@ -39,6 +40,7 @@ def max_diff(a, b) -> float:
 
 
 # ---------------------------------------------------------------- minie5 embed
+@pytest.mark.slow
 def test_embed_one_text_prints_one_vector(e5_dir, e5_model):
     text = "query: how much protein should a female eat"
     vector = embed_json(text, "--model", str(e5_dir))
@@ -47,12 +49,14 @@ def test_embed_one_text_prints_one_vector(e5_dir, e5_model):
     assert max_diff(vector, e5_model.encode(text)) <= TOL
 
 
+@pytest.mark.slow
 def test_embed_json_keeps_float32_precision(e5_dir, e5_model):
     # Each printed number reads back as exactly the float32 value it came from.
     vector = np.array(embed_json("hello world", "--model", str(e5_dir)), dtype=np.float64)
     assert np.array_equal(vector.astype(np.float32).astype(np.float64), vector)
 
 
+@pytest.mark.slow
 def test_embed_several_texts_prints_a_list_of_vectors(e5_dir, e5_model):
     texts = ["hello world", "南瓜的家常做法", "passage: Berlin is the capital of Germany."]
     vectors = embed_json(*texts, "--model", str(e5_dir))
@@ -61,17 +65,20 @@ def test_embed_several_texts_prints_a_list_of_vectors(e5_dir, e5_model):
     assert max_diff(vectors, e5_model.encode(texts)) <= TOL
 
 
+@pytest.mark.slow
 def test_embed_prefix_query(e5_dir, e5_model):
     text = "how much protein should a female eat"
     vector = embed_json(text, "--prefix", "query", "--model", str(e5_dir))
     assert max_diff(vector, e5_model.encode("query: " + text)) <= TOL
 
 
+@pytest.mark.slow
 def test_embed_model_from_environment(e5_dir, e5_model):
     vector = embed_json("hello", "--prefix", "passage", env={"MINIE5_MODEL": str(e5_dir)})
     assert max_diff(vector, e5_model.encode_passages("hello")) <= TOL
 
 
+@pytest.mark.slow
 def test_embed_missing_model_dir_is_a_one_line_error(tmp_path):
     missing = tmp_path / "no-such-model"
     result = run_cli("embed", "hello", "--model", str(missing))
@@ -82,12 +89,14 @@ def test_embed_missing_model_dir_is_a_one_line_error(tmp_path):
     assert lines[0].startswith("minie5: error: ") and str(missing) in lines[0]
 
 
+@pytest.mark.slow
 def test_embed_without_text_is_a_usage_error():
     result = run_cli("embed")
     assert result.returncode == 2
     assert "TEXT" in result.stderr
 
 
+@pytest.mark.slow
 def test_no_subcommand_is_a_usage_error():
     result = run_cli()
     assert result.returncode == 2
@@ -105,6 +114,7 @@ def test_main_in_process_returns_exit_codes(e5_dir, e5_model, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- scripts/model_card_example.py
+@pytest.mark.slow
 def test_model_card_example(e5_dir, capsys):
     scores = load_script("model_card_example.py").main([str(e5_dir)])
     printed = capsys.readouterr().out

@@ -7,9 +7,12 @@ model.encode comparison), not the numbers.
 """
 from __future__ import annotations
 
+import pytest
+
 from helpers import load_script
 
 
+@pytest.mark.slow
 def test_cli_bench_reports_rss_and_throughput(e5_dir, tmp_path, capsys):
     bench = load_script("cli_bench.py")
     figures = bench.main(["--model", str(e5_dir), "--lines", "240", "60", "--speed-lines", "120", "--rounds", "2",

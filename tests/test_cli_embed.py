@@ -14,6 +14,7 @@ import pytest
 
 from cli_helpers import EXAMPLES, max_diff, run_cli, run_cli_on_terminal, write_lines
 
+pytestmark = pytest.mark.slow  # the real `minie5 embed` in a subprocess per test
 HIDDEN = 384
 TOL = 1e-6
 

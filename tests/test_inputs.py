@@ -13,6 +13,7 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 
 import minie5
+from helpers import ROUNDING
 from minie5.tokenizer import first_lone_surrogate
 from conftest import requires_torch
 
@@ -81,20 +82,24 @@ def test_empty_and_whitespace_only_give_the_bos_eos_vector(model):
     assert np.isfinite(vectors).all()
 
 
+@pytest.mark.slow
 def test_ten_thousand_texts(model):
     texts = [f"text number {i}" for i in range(10_000)]
     vectors = model.encode(texts, batch_size=256)
     assert vectors.shape == (10_000, 384)
-    np.testing.assert_allclose(vectors[1234], model.encode(texts[1234]), atol=1e-6)
+    np.testing.assert_allclose(vectors[1234], model.encode(texts[1234]), atol=ROUNDING)  # other batch-mates
 
 
-def _tokenize_seconds(model, text, repeats=3):
-    best = float("inf")
+def _tokenize_seconds(model, texts, repeats=5):
+    """The fastest of `repeats` tokenizations of each text, the texts taken in turn (so that a busy
+    machine slows them alike)."""
+    best = [float("inf")] * len(texts)
     for _ in range(repeats):
-        start = time.perf_counter()
-        ids, truncated = model.tokenizer.encode([text])
-        best = min(best, time.perf_counter() - start)
-    assert len(ids[0]) == 512 and truncated == 1
+        for i, text in enumerate(texts):
+            start = time.perf_counter()
+            ids, truncated = model.tokenizer.encode([text])
+            best[i] = min(best[i], time.perf_counter() - start)
+            assert len(ids[0]) == 512 and truncated == 1
     return best
 
 
@@ -102,10 +107,11 @@ def _tokenize_seconds(model, text, repeats=3):
 def test_truncating_a_million_characters_is_linear(model, unit):
     short = (unit * (100_000 // len(unit) + 1))[:100_000]
     long = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
-    t_short, t_long = _tokenize_seconds(model, short), _tokenize_seconds(model, long)
+    t_short, t_long = _tokenize_seconds(model, [short, long])
     print(f"parity tokenizer truncation {unit[:6]!r}: 100k chars {t_short * 1e3:.1f} ms, "
           f"1M chars {t_long * 1e3:.1f} ms, ratio {t_long / t_short:.1f}")
-    assert t_long <= 15 * t_short + 0.05  # linear: about 10x (a margin for a noisy machine)
+    # Linear is about 10x (12x for one 1M-character word); quadratic would be 100x.
+    assert t_long <= 20 * t_short + 0.05
 
 
 def test_a_million_characters_embed_like_their_first_512_tokens(model):

@@ -63,6 +63,7 @@ def test_repeated_calls_are_bit_identical(model):
 
 
 @pytest.mark.parametrize("kernel", ["native", "haswell"])
+@pytest.mark.slow
 def test_invariance_under_each_openblas_kernel(e5_dir, tmp_path, kernel):
     """docs/behaviour.md, "Determinism", under OpenBLAS's own kernel choice (OPENBLAS_CORETYPE and
     OPENBLAS_L2_SIZE removed) and under its Haswell kernel (OPENBLAS_CORETYPE=Haswell, as some
@@ -142,6 +143,7 @@ def test_threading_layer_is_workqueue_unless_the_user_chose_one(e5_dir, how):
     assert result.stdout.split()[-1] == ("workqueue" if how == "default" else "omp")
 
 
+@pytest.mark.slow
 def test_numba_cache_dir_is_honoured(e5_dir, tmp_path):
     cache = tmp_path / "numba-cache"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
@@ -158,6 +160,7 @@ def _can_mount_read_only() -> bool:
 
 
 @pytest.mark.skipif(not _can_mount_read_only(), reason="needs root and unshare -m for a read-only bind mount")
+@pytest.mark.slow
 def test_read_only_install_imports_and_embeds(e5_dir, tmp_path):
     """Package dir and HOME read-only, no NUMBA_CACHE_DIR: import and the first call still work."""
     ro = tmp_path / "ro"

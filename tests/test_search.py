@@ -14,6 +14,7 @@ import pytest
 
 from cli_helpers import EXAMPLES, max_diff, run_cli, write_lines
 
+pytestmark = pytest.mark.slow  # the real `minie5 search` in a subprocess per test
 TOL = 1e-6
 
 

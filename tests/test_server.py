@@ -29,8 +29,9 @@ from cli_helpers import run_cli
 from helpers import load_script
 
 openai = pytest.importorskip("openai")
-# the references embed texts over 512 tokens on purpose: Model.encode's warning about it is expected
-pytestmark = pytest.mark.filterwarnings("ignore::minie5.TruncationWarning")
+# slow: the real server in subprocesses. The references embed texts over 512 tokens on purpose:
+# Model.encode's warning about it is expected.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::minie5.TruncationWarning")]
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-8"

@@ -2,6 +2,8 @@
 are the hand-counted ones (docs/architecture.md quotes both)."""
 from __future__ import annotations
 
+import pytest
+
 from helpers import load_script
 
 
@@ -15,6 +17,7 @@ def test_flops_per_token_by_hand(e5_model):
     assert flops["attention (scores, softmax, mix)"] == 12 * 4 * 128 * 384  # 2.4 M at T = 128
 
 
+@pytest.mark.slow
 def test_time_blocks_runs(e5_dir, capsys):
     result = load_script("time_blocks.py").main(["--model", str(e5_dir), "--batch", "2", "--tokens", "16", "--repeats", "1"])
     out = capsys.readouterr().out
@@ -23,3 +26,14 @@ def test_time_blocks_runs(e5_dir, capsys):
     assert {"FFN up (H -> F)", "Q, K, V projections", "attention (scores, softmax, mix)", "GELU"} <= set(blocks)
     assert 0 < sum(best[b] for b in blocks) <= best["total (wall)"]
     assert "FLOPs per token at T = 16" in out
+
+
+@pytest.mark.slow
+def test_plans_script_times_every_plan(e5_dir, capsys):
+    """scripts/plans.py (docs/performance.md, the engine plan): one row per size, one column per plan."""
+    results = load_script("plans.py").main(["--model", str(e5_dir), "--tokens", "12", "70", "--rounds", "1"])
+    assert set(results) == {12, 70}
+    for row in results.values():
+        assert set(row) == {"parallel Numba", "serial, 1 thread", "serial + split", "sgemm"}
+        assert all(0 < low <= median for median, low in row.values())
+    assert "serial + split" in capsys.readouterr().out

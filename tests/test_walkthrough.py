@@ -27,6 +27,7 @@ def test_entropy_and_most_attended_by_hand():
     assert top[1] == 2 and weight[1] == 1.0 and weight[0] == pytest.approx(0.25)
 
 
+@pytest.mark.slow
 def test_walkthrough_prints_every_stage(e5_model, capsys):
     load_script("walkthrough.py").walk(e5_model, TEXT)  # what main() runs once it has loaded the model
     out = capsys.readouterr().out
@@ -48,6 +49,7 @@ def test_walkthrough_prints_every_stage(e5_model, capsys):
     assert cosine == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_walkthrough_plots(e5_model, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     load_script("walkthrough.py").walk(e5_model, TEXT, plot=str(tmp_path), head=5)
@@ -58,6 +60,7 @@ def test_walkthrough_plots(e5_model, tmp_path, capsys):
         assert len(data) > 1000 and data.startswith(b"\x89PNG\r\n\x1a\n")
 
 
+@pytest.mark.slow
 def test_walkthrough_command_line(e5_dir, capsys):
     script = load_script("walkthrough.py")
     with pytest.raises(SystemExit):
