@@ -22,10 +22,10 @@ import math
 
 import numpy as np
 
-from . import reference_int8
 from .config import ModelConfig
 
-Tensors = dict  # {tensor name: float32 array}: what weights.load_weights returns (int8: QuantizedMatrix too)
+Tensors = dict  # {tensor name: float32 array}: what weights.load_weights returns
+# (an int8 model: reference_int8.QuantizedMatrix for some, which index and multiply like the matrix they replace)
 
 
 def layer_norm(x, gamma, beta, eps):
@@ -37,8 +37,6 @@ def layer_norm(x, gamma, beta, eps):
 
 def linear(x, weight, bias):
     # x: [..., in] @ weight.T: [in, out] + bias: [out] -> [..., out]  (weights are stored [out, in])
-    if isinstance(weight, reference_int8.QuantizedMatrix):  # an int8 model: the product on integers
-        return reference_int8.linear(x, weight, bias)
     return x @ weight.T + bias
 
 

@@ -24,8 +24,10 @@ int16 rounding of the activations costs almost nothing in accuracy, where int8
 rounding costs most of the int8 model's error (docs/performance.md, "int8").
 
 Everything else (attention's products, softmax, LayerNorm, GELU, pooling)
-stays float32, exactly as in reference.py, which calls `linear` below when a
-weight is a QuantizedMatrix.
+stays float32, exactly as in reference.py. reference.py itself does not
+change: a QuantizedMatrix stands in for the float matrix, so its
+`x @ weight.T + bias` runs `linear` below, and the embedding's
+`table[ids]` gives dequantised rows.
 """
 from __future__ import annotations
 
@@ -89,12 +91,12 @@ class QuantizedMatrix:
     """An int8 matrix with one float32 scale per row: row r ~ scales[r] * values[r].
 
     values: [N, K] int8 (may be memory-mapped from the file); scales: [N] float32.
-    As a linear layer's weight, `linear` (below) computes its product on
-    integers, rounding the input rows to `activation_bits` with one scale per
-    row ("row") or per call ("tensor"): minie5 runs 16 and "row"; the other
-    settings exist for the ablation (scripts/int8_ablation.py) and only the
-    reference path runs them. As the word-embedding table, indexing it gives
-    float32 rows, like the float matrix it replaces: table[ids] -> [..., K].
+    It is used as the float matrix it replaces. As a linear layer's weight,
+    x @ weight.T is `product` (below): the product on integers, the input rows
+    rounded to `activation_bits` with one scale per row ("row") or per call
+    ("tensor"); minie5 runs 16 and "row", the other settings exist for the
+    ablation (scripts/int8_ablation.py) and only the reference path runs them.
+    As the word-embedding table, indexing gives float32 rows: table[ids] -> [..., K].
     """
     values: np.ndarray
     scales: np.ndarray
@@ -105,6 +107,11 @@ class QuantizedMatrix:
     def shape(self) -> tuple[int, ...]:
         return self.values.shape
 
+    @property
+    def T(self) -> Transposed:
+        """The transpose, [K, N], as reference.linear multiplies by it: x @ weight.T is product(x, weight)."""
+        return Transposed(self)
+
     def __getitem__(self, rows) -> np.ndarray:
         """Dequantised rows: values[rows] * scales[rows] as float32.  Twin: encoder.WordRows on an int8 table."""
         return dequantize_rows(self.values[rows], self.scales[rows])
@@ -112,6 +119,16 @@ class QuantizedMatrix:
     def dequantize(self) -> np.ndarray:
         """The whole matrix as float32 [N, K]."""
         return dequantize_rows(self.values, self.scales)
+
+
+@dataclass(frozen=True, eq=False)
+class Transposed:
+    """QuantizedMatrix.T: x [..., K] @ it -> [..., N] float32, the int8 product (`product`)."""
+    matrix: QuantizedMatrix
+    __array_ufunc__ = None  # numpy's x @ self then defers to __rmatmul__ (instead of converting self to an array)
+
+    def __rmatmul__(self, x: np.ndarray) -> np.ndarray:
+        return product(x, self.matrix)
 
 
 def dequantize_rows(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -134,17 +151,22 @@ def integer_product(xq: np.ndarray, wq: np.ndarray) -> np.ndarray:
     return acc.astype(np.int32)
 
 
-def linear(x: np.ndarray, weight: QuantizedMatrix, bias: np.ndarray) -> np.ndarray:
-    """x [..., K] float32 -> [..., N] float32: reference.linear with an int8 weight.  Twin: int8.Int8Linear.
+def product(x: np.ndarray, weight: QuantizedMatrix) -> np.ndarray:
+    """x [..., K] float32 -> [..., N] float32: x @ W^T with an int8 weight (what x @ weight.T runs).
 
         xq, x_scale = quantize_activation_rows(x)        [M, K] int16, [M]
         acc = xq @ Wq^T                                   [M, N] int32 (exact)
-        out = float32(acc) * (x_scale w_scale^T) + bias   [M, N] float32
+        out = float32(acc) * (x_scale w_scale^T)          [M, N] float32
     """
     K = x.shape[-1]
     rows = np.asarray(x, dtype=np.float32).reshape(-1, K)  # [M, K]
     bound = activation_bound(K, weight.activation_bits)
     xq, x_scales = quantize_activation_rows(rows, bound, weight.activation_scale)  # [M, K], [M]
     acc = integer_product(xq, weight.values)  # [M, N] int32
-    out = acc.astype(np.float32) * (x_scales[:, None] * weight.scales[None, :]) + bias  # [M, N]
+    out = acc.astype(np.float32) * (x_scales[:, None] * weight.scales[None, :])  # [M, N]
     return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def linear(x: np.ndarray, weight: QuantizedMatrix, bias: np.ndarray) -> np.ndarray:
+    """x [..., K] -> [..., N] float32: reference.linear's x @ weight.T + bias on an int8 weight.  Twin: int8.Int8Linear."""
+    return x @ weight.T + bias

@@ -271,14 +271,20 @@ def test_info_reads_an_int8_directory(tiny_int8):
     assert "F32, I8" in result.stdout
 
 
-def test_reference_linear_dispatch():
-    """reference.linear with a QuantizedMatrix is reference_int8.linear; with a float array, x @ W.T + b."""
-    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+def test_reference_linear_on_an_int8_weight():
+    """reference.linear's x @ weight.T + bias on a QuantizedMatrix: the int8 product, computed here by hand."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 8)).astype(np.float32)
     w = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
-    b = np.zeros(5, np.float32)
+    b = np.random.default_rng(2).standard_normal(5).astype(np.float32)
     q = reference_int8.quantize(w)
-    np.testing.assert_array_equal(reference.linear(x, q, b), reference_int8.linear(x, q, b))
-    np.testing.assert_array_equal(reference.linear(x, w, b), x @ w.T + b)
+    bound = reference_int8.activation_bound(8)  # 32767: int16's whole range
+    peak = np.abs(x).max(axis=-1, keepdims=True)  # [2, 3, 1]
+    xq = np.rint(x * (np.float32(bound) / peak)).astype(np.int64)  # [2, 3, 8]
+    acc = (xq[..., None, :] * q.values.astype(np.int64)).sum(axis=-1)  # [2, 3, 5] exact integers
+    expected = acc.astype(np.float32) * ((peak / np.float32(bound)) * q.scales) + b
+    np.testing.assert_array_equal(reference.linear(x, q, b), expected)
+    np.testing.assert_array_equal(reference_int8.linear(x, q, b), expected)
+    np.testing.assert_array_equal(reference.linear(x, w, b), x @ w.T + b)  # a float weight: as before
 
 
 def test_keep_float_blocks(tiny_dir, tmp_path):
