@@ -466,10 +466,8 @@ def load_model(name_or_path: str | None, quantize: str | None = None):
 def add_quantize_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "quantize", help="write an int8 copy of a model (about a quarter of the size)",
-        description="Quantise a float model's linear layers and word embeddings to int8 (one float32 scale per "
-                    "row) and write a model directory that minie5 loads as it loads any other: model.safetensors, "
-                    "minie5_quantization.json (what was quantised, and how), and the config and tokenizer files, "
-                    "copied. docs/quantization.md has the format and the accuracy.")
+        description="Write DIR, a model directory whose linear layers and word embeddings are int8 (one float32 "
+                    "scale per row), which minie5 loads as any other model. Format and accuracy: docs/quantization.md.")
     parser.add_argument("model_positional", metavar="MODEL", help="hub repo id or local directory of a float model")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="the directory to write (must not exist, or be empty)")
