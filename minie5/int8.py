@@ -33,9 +33,9 @@ targets (no VNNI, no AVX-512, not x86 at all); only the tile shape is chosen,
 at import, from the CPU features Numba compiles for. tests/test_int8.py runs
 the kernels compiled for an AVX2-only CPU too (NUMBA_CPU_NAME=haswell).
 Why not a plain Numba loop: an int16 x int8 dot-product loop does vectorise,
-but LLVM sizes it for int32 lanes and emits pmaddwd on 128-bit halves, and a
-register tile of scalar sums does not vectorise at all (docs/performance.md,
-"int8", has the measurements).
+but LLVM sizes it for int32 lanes and emits pmaddwd on 128- and 256-bit halves,
+with lane sums after the loop, at a sixth of this kernel's speed (docs/performance.md,
+"int8"); a register tile of scalar sums does not vectorise at all (issue 17).
 """
 from __future__ import annotations
 
