@@ -12,7 +12,9 @@ The pipeline, one module per step:
     -> reference.py (the NumPy textbook: encoder, pooling) or the fast path:
        encoder.py (packed tokens) on kernels.py (Numba) and blas.py (sgemm), chosen by matmul.py
     -> pooling (mean, cls or max: reference.py / kernels.py) -> L2 normalisation
-Around it: st.py (SentenceTransformer, sentence-transformers' API), precision.py
+int8 models: quantize.py (quantising, the int8 directory), reference_int8.py (the maths
+in NumPy), int8.py (its Numba kernels). Around it: st.py (SentenceTransformer,
+sentence-transformers' API), precision.py
 (int8 / binary embeddings), search.py (binary search), integrations/ (LangChain,
 LlamaIndex adapters; never imported here), distributed.py (Ray Data; with scaleout.py
 and shards.py, `embed --ray`; never imported here). docs/architecture.md is the map.

@@ -9,6 +9,7 @@
     minie5 search --corpus docs.txt "how do plants make sugar" -k 5 --index docs.npy
     minie5 info intfloat/multilingual-e5-small                  # architecture and parameters per block
     minie5 serve --port 8000                                     # OpenAI-compatible /v1/embeddings
+    minie5 quantize intfloat/multilingual-e5-small -o e5-int8    # an int8 model directory (--quantize int8)
 
 `embed` reads texts from its arguments, from a file (-i FILE: one text per
 line; JSON Lines with --field) or from stdin, and writes their embeddings to
@@ -45,6 +46,7 @@ from .files import (STDIN, ResumableNpy, TextFile, read_calibration, saved_index
                     write_jsonl_file, write_npy, write_quantized_npy)
 from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
 from .precision import PRECISIONS, SCALAR_PRECISIONS
+from .quantize import BLOCKS, QUANTIZE_MODES
 from .search import RESCORE_MULTIPLIER, binary_index_for, binary_search, float_search
 
 PROG = "minie5"
@@ -73,6 +75,12 @@ def positive_int(value: str) -> int:
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="ID_OR_DIR",
                         help=f"hub repo id or local model directory (default: $MINIE5_MODEL, else {DEFAULT_MODEL})")
+
+
+def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
+                        help="int8: quantise a float model's weights to int8 at load (a directory written by "
+                             "`minie5 quantize` is int8 without it); docs/quantization.md")
 
 
 def add_encoding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +124,7 @@ def add_embed_parser(subparsers) -> None:
     parser.add_argument("-o", "--output", default=None, metavar="FILE",
                         help="write to FILE.npy or FILE.jsonl instead of stdout")
     add_model_argument(parser)
+    add_quantize_argument(parser)
     parser.add_argument("--prefix", choices=PREFIX_CHOICES, default="none",
                         help="prepend 'query: ' or 'passage: ' to every text (default: none)")
     parser.add_argument("--no-normalize", action="store_true",
@@ -260,7 +269,7 @@ def run_embed(args: argparse.Namespace) -> int:
         args.parser.error("--resume continues -i FILE -o FILE.npy at float32 precision (or a --ray job)")
     source = embed_input(args)  # read and checked before the model loads: bad lines fail fast
     try:
-        model = load_model(args.model)
+        model = load_model(args.model, args.quantize)
         options = encode_options(args)
         options.update(prefix=None if args.prefix == "none" else args.prefix,
                        normalize=False if args.no_normalize else None)
@@ -336,6 +345,7 @@ def add_search_parser(subparsers) -> None:
                         help=f"--binary: candidates rescored in float per result line (default: "
                              f"{RESCORE_MULTIPLIER})")
     add_model_argument(parser)
+    add_quantize_argument(parser)
     add_encoding_arguments(parser)
     add_input_arguments(parser)
     parser.set_defaults(run=run_search, parser=parser)
@@ -398,7 +408,7 @@ def run_search(args: argparse.Namespace) -> int:
     try:
         if source.report.texts == 0:
             raise InputError("the corpus has no lines to search", args.corpus)
-        model = load_model(args.model)
+        model = load_model(args.model, args.quantize)
         options = encode_options(args)
         queries = model.encode(list(args.queries), prefix="query", batch_size=args.batch_size,
                                max_length=args.max_length, long=args.long)  # [q, hidden]
@@ -469,6 +479,7 @@ def add_serve_parser(subparsers) -> None:
                     "are embedded together in shared batches. SIGTERM or Ctrl-C finish the requests in flight, "
                     "then exit. One log line per request on stderr.")
     add_model_argument(parser)
+    add_quantize_argument(parser)
     parser.add_argument("--host", default=defaults.host, help=f"address to listen on (default: {defaults.host})")
     parser.add_argument("--port", type=port_number, default=defaults.port,
                         help=f"port to listen on, 0 for any free one (default: {defaults.port})")
@@ -530,12 +541,36 @@ def run_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key, max_inputs=args.max_inputs, max_request_tokens=args.max_request_tokens,
         max_batch_tokens=args.batch_tokens, max_wait=args.max_wait_ms / 1000, max_body_bytes=args.max_body_bytes,
         client_timeout=args.timeout, max_connections=args.max_connections, grace=args.grace)
-    return serve(settings, lambda: load_model(model))
+    return serve(settings, lambda: load_model(model, args.quantize))
 
 
 # ---------------------------------------------------------------- wiring
-def load_model(name_or_path: str | None):
-    return load(name_or_path or default_model())
+def load_model(name_or_path: str | None, quantize: str | None = None):
+    return load(name_or_path or default_model(), quantize=quantize)
+
+
+# ---------------------------------------------------------------- quantize
+def add_quantize_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "quantize", help="write an int8 copy of a model (about a quarter of the size)",
+        description="Write DIR, a model directory whose linear layers and word embeddings are int8 (one float32 "
+                    "scale per row), which minie5 loads as any other model. Format and accuracy: docs/quantization.md.")
+    parser.add_argument("model_positional", metavar="MODEL", help="hub repo id or local directory of a float model")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="the directory to write (must not exist, or be empty)")
+    parser.add_argument("--keep-float", action="append", default=[], choices=tuple(BLOCKS), metavar="BLOCK",
+                        help=f"leave a block in float32 (repeatable): {', '.join(BLOCKS)}; closer to the float "
+                             f"model, larger and slower (ffn-down matters most)")
+    parser.set_defaults(run=run_quantize, parser=parser)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from .quantize import write_quantized
+    written = write_quantized(args.model_positional, args.output, keep_float=tuple(args.keep_float))
+    info(f"wrote {args.output}: model.safetensors {written['bytes'] / 1e6:,.1f} MB, "
+         f"{100 * written['bytes'] / written['source_bytes']:.1f} % of the float file's "
+         f"{written['source_bytes'] / 1e6:,.1f} MB ({len(written['quantized'])} int8 tensors)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -546,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parser(subparsers)
     add_info_parser(subparsers)
     add_serve_parser(subparsers)
+    add_quantize_parser(subparsers)
     return parser
 
 

@@ -24,14 +24,18 @@ serialised, and each uses all of Numba's threads.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
-from . import reference
+from . import int8, reference
 from .blas import one_blas_thread
 from .config import ModelConfig
 from .matmul import SERIAL_TOKENS, plans
+from .reference_int8 import QuantizedMatrix, dequantize_rows
+from .weights import read_tensor
 
 _NUMBA_LOCK = threading.Lock()
 
@@ -65,7 +69,7 @@ class _Workspace:
         return self.x[:N], qkv, context, self.proj[:N], ffn
 
 
-def fused_qkv(weights, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+def fused_qkv(weights, prefix: str):
     """One layer's query, key and value projections stacked: (weight [3H, H], bias [3H]).
 
     x @ weight.T + bias is then q | k | v side by side, [N, 3H]: one product
@@ -73,8 +77,18 @@ def fused_qkv(weights, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     weight is a copy (1.8 MB per e5-small layer), read from the file
     (weights.pread) straight into place where possible, so the mapped pages of
     the originals are never touched and do not count twice in resident memory.
+    An int8 model's three QuantizedMatrix stack the same way (values and scales
+    alike: each output channel keeps its own scale).
     """
     names = [prefix + f"attention.self.{part}.weight" for part in ("query", "key", "value")]
+    bias = np.concatenate([weights[name[:-len("weight")] + "bias"] for name in names])  # [3H]
+    bias.setflags(write=False)
+    if all(isinstance(weights[name], QuantizedMatrix) for name in names):  # int8: [3H, H] values, [3H] scales
+        values = np.concatenate([read_tensor(weights, name) for name in names])  # read, not mapped
+        scales = np.concatenate([weights[name].scales for name in names])
+        values.setflags(write=False)
+        scales.setflags(write=False)
+        return dataclasses.replace(weights[names[0]], values=values, scales=scales), bias  # same activation scheme
     H = weights[names[0]].shape[1]
     weight = np.empty((3 * H, H), np.float32)  # rows: query's, key's, value's (each [H, H], checked at load)
     offsets = getattr(weights, "file_offsets", {})
@@ -85,10 +99,34 @@ def fused_qkv(weights, prefix: str) -> tuple[np.ndarray, np.ndarray]:
             block[...] = np.frombuffer(weights.pread(name, block.nbytes, offsets[name]), np.float32).reshape(H, H)
         else:
             block[...] = weights[name]  # converted from float16 / bfloat16, or not from a file
-    bias = np.concatenate([weights[name[:-len("weight")] + "bias"] for name in names])  # [3H]
     weight.setflags(write=False)
-    bias.setflags(write=False)
     return weight, bias
+
+
+class LayerLinears(NamedTuple):
+    """The (weight, bias) of one layer's four products, as the plan's linear engine takes them."""
+    qkv: tuple  # query | key | value stacked (fused_qkv): [3H, H], [3H]
+    attention_output: tuple  # [H, H], [H]
+    ffn_up: tuple  # [F, H], [F]
+    ffn_down: tuple  # [H, F], [H]
+
+
+def layer_linears(weights, prefix: str, prepare=None) -> LayerLinears:
+    """One layer's linear weights and biases; prepare(weight) (int8.prepare for an int8 model) converts each weight.
+
+    An int8 weight is prepared from its values read with read_tensor (pread), so
+    the mapped file pages it came from are not touched (fused_qkv does the same).
+    """
+    def pair(name):
+        weight = weights[name]
+        if isinstance(weight, QuantizedMatrix):
+            weight = dataclasses.replace(weight, values=read_tensor(weights, name))
+        return (weight if prepare is None else prepare(weight)), weights[name[:-len("weight")] + "bias"]
+    qkv, qkv_bias = fused_qkv(weights, prefix)
+    return LayerLinears(qkv=(qkv if prepare is None else prepare(qkv), qkv_bias),
+                        attention_output=pair(prefix + "attention.output.dense.weight"),
+                        ffn_up=pair(prefix + "intermediate.dense.weight"),
+                        ffn_down=pair(prefix + "output.dense.weight"))
 
 
 class WordRows:
@@ -104,42 +142,57 @@ class WordRows:
     after the batch; the file stays in the OS page cache, shared and reclaimable.
 
     Where that is not possible (a float16 / bfloat16 file, converted in memory;
-    no os.pread, as on Windows) the table is the matrix itself.
+    no os.pread, as on Windows) the table is the matrix itself. An int8 table
+    (reference_int8.QuantizedMatrix) gives its rows dequantised, as
+    QuantizedMatrix's own indexing does.
     """
 
     NAME = "embeddings.word_embeddings.weight"
 
     def __init__(self, weights):
         self.matrix = weights[self.NAME]  # [V, H], used as is when rows cannot be read from the file
+        self.quantized = isinstance(self.matrix, QuantizedMatrix)
         offsets = getattr(weights, "file_offsets", {})
         self.weights = weights
         self.offset = offsets.get(self.NAME) if getattr(weights, "fd", None) is not None else None
 
     def __call__(self, token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.offset is None:
+        if self.offset is None and not self.quantized:
             return self.matrix, token_ids
         distinct, ids = np.unique(token_ids, return_inverse=True)  # [U] sorted, [N] positions in it
-        H = self.matrix.shape[1]
-        row_bytes = 4 * H
-        table = np.empty((distinct.shape[0], H), np.float32)  # [U, H]
-        for row, token in enumerate(distinct.tolist()):
-            table[row] = np.frombuffer(self.weights.pread(self.NAME, row_bytes, self.offset + token * row_bytes),
-                                       np.float32)
+        if self.quantized and self.offset is None:  # int8 rows in memory
+            table = self.matrix[distinct]
+        elif self.quantized:  # int8 rows read from the file, then dequantised: [U, H]
+            table = dequantize_rows(self._read_rows(distinct, np.int8), self.matrix.scales[distinct])
+        else:
+            table = self._read_rows(distinct, np.float32)
         return table, ids.astype(np.int64, copy=False)
+
+    def _read_rows(self, rows: np.ndarray, dtype) -> np.ndarray:
+        """The given rows of the matrix as stored in the file: [U, H] of dtype."""
+        H = self.matrix.shape[1]
+        row_bytes = np.dtype(dtype).itemsize * H
+        table = np.empty((rows.shape[0], H), dtype)
+        for i, token in enumerate(rows.tolist()):
+            table[i] = np.frombuffer(self.weights.pread(self.NAME, row_bytes, self.offset + token * row_bytes), dtype)
+        return table
 
 
 class FastEncoder:
     """The default forward pass. Same contract as reference.forward, different layout.
 
     matmul: "auto", "numba" or "blas", the engines of the products (see matmul.py).
+    quantize: None, or "int8" for a model whose weights are QuantizedMatrix (quantize.py).
     """
 
-    def __init__(self, config: ModelConfig, weights: dict, matmul: str = "auto"):
+    def __init__(self, config: ModelConfig, weights: dict, matmul: str = "auto", quantize: str | None = None):
         self.matmul = matmul
-        self.small_plan, self.large_plan = plans(matmul)  # below / from matmul.SERIAL_TOKENS tokens
+        self.quantize = quantize
+        self.small_plan, self.large_plan = plans(matmul, quantize)  # below / from matmul.SERIAL_TOKENS tokens
+        prepare = int8.prepare if quantize == "int8" else None  # int8 weights into the micro-kernel's panels
         self.config = config
         self.w = weights
-        self.qkv = [fused_qkv(weights, f"encoder.layer.{i}.") for i in range(config.num_hidden_layers)]
+        self.layers = [layer_linears(weights, f"encoder.layer.{i}.", prepare) for i in range(config.num_hidden_layers)]
         self.work = _Workspace(config)
         self.word_rows = WordRows(weights)
         self.token_type_row = np.ascontiguousarray(weights["embeddings.token_type_embeddings.weight"][0])
@@ -179,17 +232,17 @@ class FastEncoder:
             record.hidden(x)
         for i in range(c.num_hidden_layers):
             p = f"encoder.layer.{i}."
-            linear(x, *self.qkv[i], qkv)  # [N, H] -> [N, 3H]
+            layer = self.layers[i]  # (weight, bias) of each linear layer
+            linear(x, *layer.qkv, qkv)  # [N, H] -> [N, 3H]
             probs = record.new_attention(c.num_attention_heads) if record is not None else None
             attention(q, k, v, seq_starts, c.num_attention_heads, context, probs,
                       record.cols if probs is not None else None)
-            linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
-                           proj)
+            linear(context, *layer.attention_output, proj)  # [N, H] -> [N, H]
             kernel_set.add_layer_norm(x, proj, w[p + "attention.output.LayerNorm.weight"],
                                       w[p + "attention.output.LayerNorm.bias"], eps, x)
-            linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], ffn)
+            linear(x, *layer.ffn_up, ffn)  # [N, H] -> [N, F]
             kernel_set.gelu(ffn, ffn)
-            linear(ffn, w[p + "output.dense.weight"], w[p + "output.dense.bias"], proj)
+            linear(ffn, *layer.ffn_down, proj)  # [N, F] -> [N, H]
             kernel_set.add_layer_norm(x, proj, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"],
                                       eps, x)
             if record is not None:

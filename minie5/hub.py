@@ -20,6 +20,7 @@ OPTIONAL_FILES = (
     "sentence_bert_config.json",
     "1_Pooling/config.json",
     "config_sentence_transformers.json",
+    "minie5_quantization.json",  # an int8 model directory (quantize.py)
 )
 
 

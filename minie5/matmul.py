@@ -4,6 +4,9 @@
     "auto"    SplitLinear, Numba attention (serial)         BlasLinear, BlasAttention (sgemm)
     "numba"   SplitLinear, Numba attention (serial)         kernels.linear, kernels.attention
     "blas"    BlasLinear, BlasAttention                     BlasLinear, BlasAttention
+    int8      the linear layers whose weight is int8 run on int8.Int8Linear, output columns split
+              over the threads below SERIAL_TOKENS, rows from there; attention (and any weight
+              left in float32) as the matmul setting says
 
 Below SERIAL_TOKENS the other kernels (embed, LayerNorm, GELU, pooling) run as
 their serial twins on the calling thread (kernels.SERIAL): for one short query a
@@ -25,6 +28,7 @@ import numba
 
 from . import kernels
 from .blas import BlasAttention, BlasLinear
+from .int8 import Int8Linear
 from .workers import POOL
 
 MATMULS = ("auto", "numba", "blas")
@@ -38,16 +42,25 @@ class Plan(NamedTuple):
     attention: Callable  # attention(q, k, v, seq_starts, num_heads, out, probs=None, cols=None)
 
 
-def plans(matmul: str) -> tuple[Plan, Plan]:
-    """The two plans of a matmul setting: (below SERIAL_TOKENS tokens, from SERIAL_TOKENS on)."""
+def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
+    """The two plans of a matmul setting: (below SERIAL_TOKENS tokens, from SERIAL_TOKENS on).
+
+    quantize="int8": the same plans with int8.Int8Linear in front of the linear engine.
+    """
     if matmul not in MATMULS:
         raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
     if matmul == "blas":
-        return Plan(kernels.SERIAL, BlasLinear(), BlasAttention()), Plan(kernels, BlasLinear(), BlasAttention())
-    small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL))
-    if matmul == "numba":
-        return small, Plan(kernels, kernels.linear, NumbaAttention(kernels))
-    return small, Plan(kernels, BlasLinear(), BlasAttention())
+        small, large = Plan(kernels.SERIAL, BlasLinear(), BlasAttention()), Plan(kernels, BlasLinear(), BlasAttention())
+    elif matmul == "numba":
+        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL))
+        large = Plan(kernels, kernels.linear, NumbaAttention(kernels))
+    else:
+        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL))
+        large = Plan(kernels, BlasLinear(), BlasAttention())
+    if quantize == "int8":
+        small = small._replace(linear=Int8Linear(small.linear, split="columns"))
+        large = large._replace(linear=Int8Linear(large.linear, split="rows"))
+    return small, large
 
 
 class SplitLinear:

@@ -22,7 +22,6 @@ from .hub import resolve_model_dir
 from .progress import Progress
 from .precision import check_precision, quantize_embeddings
 from .tokenizer import Tokenizer, first_lone_surrogate
-from .weights import load_weights
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 BACKENDS = ("fast", "reference")
@@ -105,7 +104,7 @@ class Model:
     """A loaded embedding model. Build it with minie5.load()."""
 
     def __init__(self, model_dir: str | Path, config: ModelConfig, weights: dict, tokenizer: Tokenizer,
-                 backend: str = "fast", matmul: str = "auto"):
+                 backend: str = "fast", matmul: str = "auto", quantize: str | None = None):
         self.model_dir = Path(model_dir)
         self.config = config  # ModelConfig: sizes, pooling, normalisation, max_seq_length
         self.weights = weights  # {name: read-only float32 array}, memory-mapped from model.safetensors
@@ -114,12 +113,14 @@ class Model:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self.matmul = matmul  # the fast path's matmul: "auto", "numba" or "blas" (see load)
+        self.quantize = quantize  # None (float weights) or "int8": the weights hold QuantizedMatrix (quantize.py)
         self._encoder = None  # the fast path's FastEncoder, built on first use
 
     def __repr__(self) -> str:
         c = self.config
         return (f"Model({str(self.model_dir)!r}, layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
-                f"heads={c.num_attention_heads}, pooling={c.pooling!r}, backend={self.backend!r})")
+                f"heads={c.num_attention_heads}, pooling={c.pooling!r}, backend={self.backend!r}"
+                + (f", quantize={self.quantize!r})" if self.quantize else ")"))
 
     # ---------------------------------------------------------------- ids -> vectors
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, backend: str | None = None, *,
@@ -188,7 +189,7 @@ class Model:
     def _fast(self):
         if self._encoder is None:
             from .encoder import FastEncoder  # imports Numba kernels on first use
-            self._encoder = FastEncoder(self.config, self.weights, matmul=self.matmul)
+            self._encoder = FastEncoder(self.config, self.weights, matmul=self.matmul, quantize=self.quantize)
         return self._encoder
 
     # ---------------------------------------------------------------- text -> vectors
@@ -416,7 +417,7 @@ class Model:
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None,
-         backend: str = "fast", matmul: str = "auto") -> Model:
+         backend: str = "fast", matmul: str = "auto", quantize: str | None = None) -> Model:
     """Load a model from a local directory or a Hugging Face repo id.
 
     backend: "fast" (Numba kernels, the default) or "reference" (plain NumPy).
@@ -424,16 +425,21 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None =
     minie5's Numba matmul below 64 tokens per batch, numpy's sgemm from there),
     "numba" (the Numba matmul always) or "blas" (sgemm always); see matmul.py.
     All three give the same results to float32 rounding (docs/behaviour.md).
+    quantize: None (the weights as the files hold them) or "int8": quantise a
+    float model's linear layers and word embeddings to int8 at load (quantize.py,
+    docs/quantization.md). A directory written by `minie5 quantize` is int8 either way.
     """
     from .matmul import MATMULS  # imports Numba and its kernels (compiled on first use)
+    from .quantize import check_quantize, load_quantized
     if matmul not in MATMULS:
         raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
+    check_quantize(quantize)
     model_dir = resolve_model_dir(name_or_path, revision)
     config = read_config(model_dir)
-    weights = load_weights(model_dir / "model.safetensors", config)
+    weights, quantize = load_quantized(model_dir, config, quantize)
     tokenizer = Tokenizer(model_dir, max_length=config.max_seq_length)
     if tokenizer.vocab_size > config.vocab_size:
         raise ModelFileError(model_dir / "tokenizer.json",
                              f"tokenizer has {tokenizer.vocab_size} ids but config.json vocab_size is "
                              f"{config.vocab_size}: ids past the embedding matrix cannot be embedded")
-    return Model(model_dir, config, weights, tokenizer, backend=backend, matmul=matmul)
+    return Model(model_dir, config, weights, tokenizer, backend=backend, matmul=matmul, quantize=quantize)

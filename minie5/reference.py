@@ -25,6 +25,7 @@ import numpy as np
 from .config import ModelConfig
 
 Tensors = dict  # {tensor name: float32 array}: what weights.load_weights returns
+# (an int8 model: reference_int8.QuantizedMatrix for some, which index and multiply like the matrix they replace)
 
 
 def layer_norm(x, gamma, beta, eps):

@@ -17,6 +17,11 @@ is only paged in where token ids point. The safetensors library parses and
 validates the header (a truncated or corrupted file fails here); minie5 then
 maps the byte ranges the header describes. float16 / bfloat16 tensors are
 upcast to float32 (that one does cost a copy).
+
+An int8 model (written by `minie5 quantize`, see quantize.py) stores some
+tensors as int8, each with a float32 tensor of one scale per row beside it,
+named with "_scale" appended; load_weights returns those as
+reference_int8.QuantizedMatrix (both arrays memory-mapped).
 """
 from __future__ import annotations
 
@@ -31,8 +36,10 @@ from safetensors import safe_open
 
 from .config import ModelConfig
 from .errors import ModelFileError
+from .reference_int8 import QuantizedMatrix
 
 PREFIXES = ("bert.", "roberta.", "model.")  # stripped from checkpoint keys
+SCALE_SUFFIX = "_scale"  # an int8 tensor's per-row float32 scales: "<name>_scale" [rows]
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -128,12 +135,35 @@ class Weights(dict):
         return data
 
 
-def load_weights(path: str | Path, config: ModelConfig) -> Weights:
-    """Read model.safetensors into {canonical name: read-only float32 array} (a Weights dict).
+def read_tensor(weights, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows start .. stop of tensor `name` (int8 values, for a QuantizedMatrix), as a new array.
+
+    Read from the file with pread where the tensor is a view of it (so its
+    mapped pages are never touched and do not count in resident memory, as in
+    encoder.WordRows), else copied from the array. weights: a Weights dict, or
+    any dict of arrays.
+    """
+    array = weights[name]
+    array = array.values if isinstance(array, QuantizedMatrix) else array
+    stop = array.shape[0] if stop is None else min(stop, array.shape[0])
+    offsets = getattr(weights, "file_offsets", {})
+    if getattr(weights, "fd", None) is None or name not in offsets:
+        return np.array(array[start:stop])
+    row_bytes = array[0].nbytes
+    data = weights.pread(name, (stop - start) * row_bytes, offsets[name] + start * row_bytes)
+    return np.frombuffer(data, array.dtype).reshape((stop - start,) + array.shape[1:]).copy()
+
+
+def load_weights(path: str | Path, config: ModelConfig, quantized=(),
+                 described_in: str | Path | None = None) -> Weights:
+    """Read model.safetensors into {canonical name: read-only array} (a Weights dict).
 
     Checks that every tensor in expected_shapes(config) is present, exactly
     once, with that shape and a float dtype; raises ModelFileError naming the
-    file and tensor otherwise.
+    file and tensor otherwise. quantized: names of an int8 model's int8
+    tensors (from its minie5_quantization.json, named by described_in for the
+    errors): each must be I8 with its "<name>_scale" [rows] beside it, and is
+    returned as a QuantizedMatrix.
     """
     path = Path(path)
     if not path.is_file():
@@ -147,6 +177,11 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
     header, data_start = read_header(path)
 
     expected = expected_shapes(config)
+    unknown = [name for name in quantized if name not in expected]
+    if unknown:
+        raise ModelFileError(described_in or path, f"lists '{unknown[0]}' as quantized, which is not a tensor "
+                                                   f"of this model (config.json)")
+    expected.update({name + SCALE_SUFFIX: expected[name][:1] for name in quantized})  # one scale per row
     by_name: dict[str, str] = {}
     for key in keys:
         name = canonical_name(key)
@@ -158,6 +193,9 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
     missing = [name for name in expected if name not in by_name]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        if missing[0].endswith(SCALE_SUFFIX):
+            raise ModelFileError(path, f"missing tensor '{missing[0]}'{more}: the scales of int8 tensor "
+                                       f"'{missing[0][:-len(SCALE_SUFFIX)]}'")
         raise ModelFileError(path, f"missing tensor '{missing[0]}'{more} required by config.json")
 
     weights = Weights(path)
@@ -173,11 +211,20 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
         dtype, shape = info["dtype"], tuple(info["shape"])
         if shape != want_shape:
             raise ModelFileError(path, f"tensor '{key}' has shape {list(shape)}, expected {list(want_shape)}")
-        if dtype not in _NUMPY_DTYPES:
-            raise ModelFileError(path, f"tensor '{key}' has dtype {dtype}, expected F32, F16 or BF16")
         begin, end = info["data_offsets"]
         raw = file_bytes[data_start + begin:data_start + end]
-        if dtype == "F32" and (data_start + begin) % 4 == 0:
+        if name in quantized:
+            if dtype != "I8":
+                raise ModelFileError(path, f"tensor '{key}' has dtype {dtype}, expected I8 ({described_in} "
+                                           f"lists it as int8)")
+            array = raw.view(np.int8).reshape(shape)  # a view into the mapped file: no copy
+            weights.file_offsets[name] = data_start + begin
+        elif dtype == "I8":
+            raise ModelFileError(path, f"tensor '{key}' has dtype I8 and no minie5_quantization.json says how to "
+                                       f"read it (an int8 model directory is written by `minie5 quantize`)")
+        elif dtype not in _NUMPY_DTYPES:
+            raise ModelFileError(path, f"tensor '{key}' has dtype {dtype}, expected F32, F16 or BF16")
+        elif dtype == "F32" and (data_start + begin) % 4 == 0:
             array = raw.view(np.float32).reshape(shape)  # a view into the mapped file: no copy
             weights.file_offsets[name] = data_start + begin
         elif dtype == "F32":
@@ -189,4 +236,9 @@ def load_weights(path: str | Path, config: ModelConfig) -> Weights:
             array = bits.view(np.float32).reshape(shape)
         array.setflags(write=False)  # one array type for Numba, and nobody edits a weight by accident
         weights[name] = array
+    for name in quantized:  # values and scales -> one QuantizedMatrix under the tensor's name
+        scales = weights.pop(name + SCALE_SUFFIX)
+        if not np.all(np.isfinite(scales)) or np.any(scales < 0):
+            raise ModelFileError(path, f"tensor '{name + SCALE_SUFFIX}' holds negative or non-finite scales")
+        weights[name] = QuantizedMatrix(weights[name], scales)
     return weights

@@ -34,6 +34,10 @@ Engines (skipped with a note when their packages are missing):
                  optimize_model(opt_level=1), checked against torch, cached in
                  ~/.cache/minie5-bench (or $MINIE5_BENCH_CACHE, --cache-dir) per model dir.
                  --quick never exports: it runs ORT only when the cached model exists.
+    minie5-int8  minie5's int8 model (int16 activations x int8 weights, minie5/int8.py), loaded from the
+                 directory `minie5 quantize` writes (made once, cached beside the ONNX models)
+    ort-int8     ONNX Runtime on the ort engine's graph passed through
+                 onnxruntime.quantization.quantize_dynamic(per_channel=True, weight_type=QInt8), cached
 
 Workloads are token id lists, not texts, so every engine sees identical sequences:
 windows of real token ids of the model's tokenizer (from tests/data/multilingual.txt),
@@ -95,7 +99,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-ENGINES = ("minie5-fast", "minie5-numba", "minie5-blas", "minie5-ref", "torch", "ort")
+ENGINES = ("minie5-fast", "minie5-numba", "minie5-blas", "minie5-ref", "torch", "ort", "minie5-int8", "ort-int8")
 HUB_ID = "intfloat/multilingual-e5-small"
 CORPUS = REPO / "tests" / "data" / "multilingual.txt"
 FALLBACK_TEXT = ("Berlin is the capital and largest city of Germany. Paris est la capitale de la France. "
@@ -373,6 +377,56 @@ class OrtEngine(Engine):
         return f"onnxruntime {self.ort.__version__} ({THREADS} intra-op threads), {self.onnx_path}"
 
 
+class Minie5Int8Engine(Minie5Engine):
+    """minie5's int8 model, from the directory `minie5 quantize` writes (int8_model_dir)."""
+
+    def __init__(self):
+        super().__init__("fast")
+        self.name = "minie5-int8"
+
+    def load(self, model_dir):
+        self.model = self.minie5.load(int8_model_dir(Path(model_dir)))
+        self.normalize = self.minie5.reference.l2_normalize
+
+    def describe(self):
+        return super().describe().replace(" fast,", " int8 (minie5 quantize),")
+
+
+class OrtInt8Engine(OrtEngine):
+    """ONNX Runtime on the ort engine's optimised graph after quantize_dynamic (per channel, QInt8)."""
+
+    name = "ort-int8"
+
+    def __init__(self, onnx_path: Path | None):
+        super().__init__(None if onnx_path is None else quantize_onnx_int8(onnx_path))
+
+
+def int8_model_dir(model_dir: Path) -> Path:
+    """minie5's int8 copy of model_dir, written once into the bench cache ($MINIE5_BENCH_CACHE or the default)."""
+    from minie5.quantize import DESCRIPTION, write_quantized
+    cache_root = Path(os.environ.get("MINIE5_BENCH_CACHE", Path.home() / ".cache" / "minie5-bench")).expanduser()
+    out = onnx_cache_path(model_dir, cache_root).parent / "minie5-int8"
+    if not (out / DESCRIPTION).is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        write_quantized(model_dir, out)
+    return out
+
+
+def quantize_onnx_int8(onnx_path: Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantisation of the optimised graph (per-channel int8 weights), cached beside it."""
+    out = onnx_path.with_name("model.opt.int8.onnx")
+    if not out.is_file():
+        from onnx import TensorProto
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        partial = out.with_name("model.opt.int8.partial.onnx")
+        # DefaultTensorType: ONNX shape inference cannot type the outputs of the optimiser's fused
+        # com.microsoft operators; they are float32 (the quantiser's own error message suggests this).
+        quantize_dynamic(str(onnx_path), str(partial), per_channel=True, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        partial.rename(out)
+    return out
+
+
 def _pad_id(model_dir: Path) -> int:
     from minie5.tokenizer import Tokenizer
     return Tokenizer(model_dir, max_length=512).pad_token_id
@@ -391,6 +445,10 @@ def make_engine(name: str, onnx_path: Path | None = None) -> Engine:
         return TorchEngine()
     if name == "ort":
         return OrtEngine(onnx_path)
+    if name == "minie5-int8":
+        return Minie5Int8Engine()
+    if name == "ort-int8":
+        return OrtInt8Engine(onnx_path)
     raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
 
 
@@ -646,8 +704,8 @@ def run_probes(plans: dict, model_dir: Path, onnx_path, quick: bool) -> dict:
         for name, per_workload in plans.items():
             w3_file = Path(tmp) / f"w3-{name}.json"
             w3_file.write_text(json.dumps(per_workload["W3"].workload.batches))
-            results[name] = run_probe_subprocess(name, model_dir, onnx_path if name == "ort" else None,
-                                                 w3_file, None, timeout)
+            onnx = onnx_path if name in ("ort", "ort-int8") else None
+            results[name] = run_probe_subprocess(name, model_dir, onnx, w3_file, None, timeout)
             log(f"  {name}: {_probe_summary(results[name])}")
         if "minie5-fast" in plans and not quick:
             empty = Path(tmp) / "numba-cache"
@@ -875,7 +933,7 @@ def load_engines(names: list, model_dir: Path, onnx_path, notes: list) -> dict:
         except ImportError as e:
             notes.append(f"{name}: skipped, not installed ({e})")
             continue
-        if name == "ort" and onnx_path is None:
+        if name in ("ort", "ort-int8") and onnx_path is None:
             continue  # prepare_onnx already left a note
         t = time.perf_counter()
         try:
@@ -891,7 +949,7 @@ def load_engines(names: list, model_dir: Path, onnx_path, notes: list) -> dict:
 def prepare_engines(args, model_dir: Path, notes: list) -> tuple[dict, Path | None]:
     """The ORT model (exported if needed, not in --quick) and every engine that can run."""
     onnx_path = None
-    if "ort" in args.engines:
+    if {"ort", "ort-int8"} & set(args.engines):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
@@ -961,6 +1019,7 @@ def run_bench(args) -> int:
     from minie5.tokenizer import Tokenizer
 
     started = time.perf_counter()
+    os.environ["MINIE5_BENCH_CACHE"] = str(Path(args.cache_dir).expanduser())  # where minie5-int8 finds its model
     model_dir = resolve_model_dir(args.model)
     config = read_config(model_dir)
     info = environment_info()

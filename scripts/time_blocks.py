@@ -30,10 +30,11 @@ import minie5  # noqa: E402
 from minie5 import encoder  # noqa: E402
 from minie5.matmul import Plan  # noqa: E402
 
-LINEAR_BLOCKS = {  # a weight's name -> the block its matmul belongs to (Q, K, V: FastEncoder.qkv)
-    "attention.output.dense.weight": "attention output projection",
-    "intermediate.dense.weight": "FFN up (H -> F)",
-    "output.dense.weight": "FFN down (F -> H)",
+LINEAR_BLOCKS = {  # a field of encoder.LayerLinears -> the block its matmul belongs to
+    "qkv": "Q, K, V projections",
+    "attention_output": "attention output projection",
+    "ffn_up": "FFN up (H -> F)",
+    "ffn_down": "FFN down (F -> H)",
 }
 
 
@@ -58,14 +59,10 @@ def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
             totals[block] += time.perf_counter() - start
         return run
 
-    block_of_weight = {}  # id of a weight array -> its block
-    for name, array in fast.w.items():
-        if name.startswith("encoder.layer."):
-            within_layer = name.split(".", 3)[3]  # "encoder.layer.0.attention.self.query.weight" -> "attention..."
-            if within_layer in LINEAR_BLOCKS:
-                block_of_weight[id(array)] = LINEAR_BLOCKS[within_layer]
-    for weight, _ in fast.qkv:  # each layer's query, key and value weights stacked: one matmul
-        block_of_weight[id(weight)] = "Q, K, V projections"
+    block_of_weight = {}  # id of a weight (as the encoder passes it to the linear engine) -> its block
+    for layer in fast.layers:
+        for field, block in LINEAR_BLOCKS.items():
+            block_of_weight[id(getattr(layer, field)[0])] = block
     def timed_linear(linear):
         def run(x, weight, bias, out):
             start = time.perf_counter()
@@ -93,14 +90,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=32, help="texts per batch (default 32)")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per text, <s> and </s> included (default 128)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (default 3)")
+    parser.add_argument("--quantize", choices=("int8",), default=None, help="time the int8 model")
     args = parser.parse_args(argv)
-    model = minie5.load(args.model or os.environ.get("MINIE5_MODEL") or minie5.DEFAULT_MODEL)
+    model = minie5.load(args.model or os.environ.get("MINIE5_MODEL") or minie5.DEFAULT_MODEL, quantize=args.quantize)
     c = model.config
     rng = np.random.default_rng(0)
     ids = [[0] + rng.integers(5, 250000, args.tokens - 2).tolist() + [2] for _ in range(args.batch)]
     packed = encoder.pack(ids)
 
-    fast = encoder.FastEncoder(c, model.weights, matmul=model.matmul)
+    fast = encoder.FastEncoder(c, model.weights, matmul=model.matmul, quantize=model.quantize)
     fast.embed_packed(*packed, c.pooling)  # compile / warm up before anything is timed
     plain_runs = []
     for _ in range(args.repeats):  # without timers, for comparison

@@ -53,8 +53,11 @@ def test_quick_run_prints_tables_and_warns_of_a_forced_kernel(e5_dir, tmp_path):
     assert all(s["median"] > 0 for s in fast.values())
     assert raw["probes"]["minie5-fast"]["cold_start_s"] > 0
     assert raw["probes"]["minie5-fast"]["peak_rss_mb"] > 0
-    # every engine that ran agrees with the baseline engine's embeddings
-    assert all(d < 1e-3 for d in raw["agreement"]["max_abs_diff"].values()), raw["agreement"]
+    # every engine that ran agrees with the baseline engine's embeddings (the int8 engines to their rounding:
+    # tests/test_int8_quality.py measures minie5's)
+    assert all(d < (5e-2 if name.endswith("int8") else 1e-3)
+               for name, d in raw["agreement"]["max_abs_diff"].items()), raw["agreement"]
+    assert raw["stats"]["minie5-int8"]["W1"]["median"] > 0
 
 
 def test_kernel_warning_only_when_the_kernel_is_forced():
