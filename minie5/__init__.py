@@ -6,27 +6,32 @@
     query = model.encode_queries("capital of germany")
     scores = vectors @ query                                     # cosine similarities
 
-The pipeline, one module per step:
-    hub.py (repo id -> files) -> config.py, weights.py, tokenizer.py (read once)
-    -> model.py (texts -> ids -> batches; the public API)
-    -> reference.py (the NumPy textbook: encoder, pooling) or the fast path:
-       encoder.py (packed tokens) on kernels.py (Numba) and blas.py (sgemm), chosen by matmul.py
-    -> pooling (mean, cls or max: reference.py / kernels.py) -> L2 normalisation
-int8 models: quantize.py (quantising, the int8 directory), reference_int8.py (the maths
-in NumPy), int8.py (its Numba kernels). Around it: st.py (SentenceTransformer,
-sentence-transformers' API), precision.py
-(int8 / binary embeddings), search.py (binary search), integrations/ (LangChain,
-LlamaIndex adapters; never imported here), distributed.py (Ray Data; with scaleout.py
-and shards.py, `embed --ray`; never imported here). docs/architecture.md is the map.
+Where things are (docs/architecture.md, "Where things are", has the full table):
+    model.py              load() and Model: texts -> ids -> batches -> embeddings (the public API)
+    reference.py          the NumPy textbook of the encoder, pooling and normalisation
+    reference_int8.py     the NumPy textbook of the int8 model (weights and products on integers)
+    tokenizer.py          the model's tokenizer.json through the `tokenizers` library
+    embedding_precision.py  int8 / uint8 / binary embeddings (quantize_embeddings)
+    errors.py, version.py the exceptions and warnings; the version number
+    checkpoint/           the model files: config, hub download, safetensors, parameter table, int8 directories
+    engine/               the fast path: FastEncoder on Numba kernels (float32, int8) and sgemm
+    io/                   text inputs, .npy / .jsonl outputs, resumable files, the progress bar
+    integrations/         sentence-transformers' API (SentenceTransformer), LangChain, LlamaIndex
+    distributed/          Ray Data: minie5.distributed and `minie5 embed --ray` (the `ray` extra)
+    cli/                  the `minie5` command and `minie5 serve`
+
+Each folder imports only the ones listed above it in that table, and `import minie5` imports
+no optional extra (integrations' frameworks, Ray) and neither Numba nor the engine until a model
+is loaded.
 """
-from .config import ModelConfig
+from .checkpoint.config import ModelConfig
+from .embedding_precision import quantize_embeddings
 from .errors import (InputError, Minie5Error, Minie5Warning, MissingExtraError, ModelFileError, TruncationWarning,
                      UnsupportedArgumentError, UnsupportedModelError)
+from .integrations.sentence_transformers import SentenceTransformer, SimilarityFunction
 from .model import DEFAULT_MODEL, ForwardOutput, Model, load
-from .precision import quantize_embeddings
-from .st import SentenceTransformer, SimilarityFunction
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["load", "Model", "ForwardOutput", "ModelConfig", "Minie5Error", "ModelFileError", "UnsupportedModelError",
            "InputError", "Minie5Warning", "TruncationWarning", "DEFAULT_MODEL", "__version__",
            "SentenceTransformer", "SimilarityFunction", "quantize_embeddings", "UnsupportedArgumentError",

@@ -1,6 +1,6 @@
 """`python -m minie5 ...`: the same command line as the `minie5` script."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from . import reference
-from .config import ModelConfig, read_config
+from .checkpoint.config import ModelConfig, read_config
 from .errors import InputError, ModelFileError, TruncationWarning
-from .hub import resolve_model_dir
-from .progress import Progress
-from .precision import check_precision, quantize_embeddings
+from .checkpoint.hub import resolve_model_dir
+from .io.progress import Progress
+from .embedding_precision import check_precision, quantize_embeddings
 from .tokenizer import Tokenizer, first_lone_surrogate
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
@@ -113,7 +113,7 @@ class Model:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self.matmul = matmul  # the fast path's matmul: "auto", "numba" or "blas" (see load)
-        self.quantize = quantize  # None (float weights) or "int8": the weights hold QuantizedMatrix (quantize.py)
+        self.quantize = quantize  # None (float weights) or "int8": the weights hold QuantizedMatrix (checkpoint/quantize_model.py)
         self._encoder = None  # the fast path's FastEncoder, built on first use
 
     def __repr__(self) -> str:
@@ -188,7 +188,7 @@ class Model:
 
     def _fast(self):
         if self._encoder is None:
-            from .encoder import FastEncoder  # imports Numba kernels on first use
+            from .engine.encoder import FastEncoder  # imports Numba kernels on first use
             self._encoder = FastEncoder(self.config, self.weights, matmul=self.matmul, quantize=self.quantize)
         return self._encoder
 
@@ -217,7 +217,7 @@ class Model:
         a number of seconds draws it only once the job has run that long.
         precision: "float32", or "int8" / "uint8" / "binary" / "ubinary": the
         embeddings quantised for storage as sentence-transformers does it, int8 /
-        uint8 calibrated on this call's embeddings (precision.py; for fixed ranges,
+        uint8 calibrated on this call's embeddings (embedding_precision.py; for fixed ranges,
         minie5.quantize_embeddings(embeddings, precision, ranges=...)).
         """
         check_precision(precision)
@@ -345,7 +345,7 @@ class Model:
                              f"got {max_length}")
         return EncodeOptions(batch_size=batch_size,
                              normalize=self.config.normalize if normalize is None else bool(normalize),
-                             prefix=self.config.prompt(prefix),  # prompt name -> its text (config.py)
+                             prefix=self.config.prompt(prefix),  # prompt name -> its text (checkpoint/config.py)
                              backend=backend, long=long, max_length=max_length)
 
     def _embed_texts(self, texts: list, options: "EncodeOptions", progress: Progress) -> tuple[np.ndarray, int]:
@@ -401,7 +401,7 @@ class Model:
     def _embed_ids(self, ids: list, backend: str) -> np.ndarray:
         """Token id lists -> pooled vectors [b, H] (before normalisation)."""
         if backend == "fast":
-            from .encoder import pack
+            from .engine.encoder import pack
             return self._fast().embed_packed(*pack(ids), self.config.pooling)
         input_ids, attention_mask = self.tokenizer.pad(ids)  # [b, T] each
         hidden = reference.forward(self.config, self.weights, input_ids, attention_mask)  # [b, T, H]
@@ -423,14 +423,14 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, revision: str | None =
     backend: "fast" (Numba kernels, the default) or "reference" (plain NumPy).
     matmul: the engine of the fast path's matrix products: "auto" (the default:
     minie5's Numba matmul below 64 tokens per batch, numpy's sgemm from there),
-    "numba" (the Numba matmul always) or "blas" (sgemm always); see matmul.py.
+    "numba" (the Numba matmul always) or "blas" (sgemm always); see engine/matmul_plan.py.
     All three give the same results to float32 rounding (docs/behaviour.md).
     quantize: None (the weights as the files hold them) or "int8": quantise a
-    float model's linear layers and word embeddings to int8 at load (quantize.py,
+    float model's linear layers and word embeddings to int8 at load (checkpoint/quantize_model.py,
     docs/quantization.md). A directory written by `minie5 quantize` is int8 either way.
     """
-    from .matmul import MATMULS  # imports Numba and its kernels (compiled on first use)
-    from .quantize import check_quantize, load_quantized
+    from .engine.matmul_plan import MATMULS  # imports Numba and its kernels (compiled on first use)
+    from .checkpoint.quantize_model import check_quantize, load_quantized
     if matmul not in MATMULS:
         raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
     check_quantize(quantize)

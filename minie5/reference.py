@@ -12,7 +12,7 @@ B is the batch, T the (padded) sequence length.
     encoder_layer(x) = LN(h + FFN(h)),  h = LN(x + Attention(x))
 
 This is the reference path: slow enough to read, exact enough to trust.
-minie5's default fast path (encoder.py, kernels.py) computes the same thing
+minie5's default fast path (engine/encoder.py, engine/kernels.py) computes the same thing
 with Numba kernels, and tests check the two against each other and against
 Hugging Face transformers.
 """
@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .config import ModelConfig
+from .checkpoint.config import ModelConfig
 
 Tensors = dict  # {tensor name: float32 array}: what weights.load_weights returns
 # (an int8 model: reference_int8.QuantizedMatrix for some, which index and multiply like the matrix they replace)

@@ -1,4 +1,4 @@
-"""int8 quantisation in plain NumPy: the textbook of the int8 path, and the twin of int8.py's kernels.
+"""int8 quantisation in plain NumPy: the textbook of the int8 path, and the twin of engine/kernels_int8.py's kernels.
 
 An int8 model keeps the float encoder of reference.py and changes one thing:
 the linear layers (and the word-embedding table) store int8 values with one

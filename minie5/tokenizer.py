@@ -44,7 +44,7 @@ import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, normalizers, pre_tokenizers, processors
 
-from .config import read_json_object
+from .checkpoint.config import read_json_object
 from .errors import ModelFileError
 
 XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")

@@ -34,7 +34,7 @@ Engines (skipped with a note when their packages are missing):
                  optimize_model(opt_level=1), checked against torch, cached in
                  ~/.cache/minie5-bench (or $MINIE5_BENCH_CACHE, --cache-dir) per model dir.
                  --quick never exports: it runs ORT only when the cached model exists.
-    minie5-int8  minie5's int8 model (int16 activations x int8 weights, minie5/int8.py), loaded from the
+    minie5-int8  minie5's int8 model (int16 activations x int8 weights, minie5/engine/kernels_int8.py), loaded from the
                  directory `minie5 quantize` writes (made once, cached beside the ONNX models)
     ort-int8     ONNX Runtime on the ort engine's graph passed through
                  onnxruntime.quantization.quantize_dynamic(per_channel=True, weight_type=QInt8), cached
@@ -403,7 +403,7 @@ class OrtInt8Engine(OrtEngine):
 
 def int8_model_dir(model_dir: Path) -> Path:
     """minie5's int8 copy of model_dir, written once into the bench cache ($MINIE5_BENCH_CACHE or the default)."""
-    from minie5.quantize import DESCRIPTION, write_quantized
+    from minie5.checkpoint.quantize_model import DESCRIPTION, write_quantized
     cache_root = Path(os.environ.get("MINIE5_BENCH_CACHE", Path.home() / ".cache" / "minie5-bench")).expanduser()
     out = onnx_cache_path(model_dir, cache_root).parent / "minie5-int8"
     if not (out / DESCRIPTION).is_file():
@@ -1014,8 +1014,8 @@ def save_json(path: str, args, **results) -> None:
 
 def run_bench(args) -> int:
     """The whole benchmark: set-up, interleaved timing, subprocess probes, report."""
-    from minie5.config import read_config
-    from minie5.hub import resolve_model_dir
+    from minie5.checkpoint.config import read_config
+    from minie5.checkpoint.hub import resolve_model_dir
     from minie5.tokenizer import Tokenizer
 
     started = time.perf_counter()

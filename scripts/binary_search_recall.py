@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import minie5  # noqa: E402
-from minie5.precision import hamming_distances  # noqa: E402
-from minie5.search import RESCORE_MULTIPLIER, BinaryIndex, binary_search, build_binary_index, top_k  # noqa: E402
+from minie5.embedding_precision import hamming_distances  # noqa: E402
+from minie5.cli.search import RESCORE_MULTIPLIER, BinaryIndex, binary_search, build_binary_index, top_k  # noqa: E402
 
 K = 10
 MAX_CHARS = 300

@@ -39,12 +39,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import minie5  # noqa: E402
-from minie5 import int8, reference_int8  # noqa: E402
-from minie5.encoder import FastEncoder  # noqa: E402
+from minie5.engine import kernels_int8 as int8  # noqa: E402
+from minie5 import reference_int8
+from minie5.engine.encoder import FastEncoder  # noqa: E402
 from minie5.model import Model  # noqa: E402
-from minie5.quantize import BLOCKS, quantize_table, quantized_names  # noqa: E402
-from minie5.weights import Weights  # noqa: E402
-from minie5.workers import POOL  # noqa: E402
+from minie5.checkpoint.quantize_model import BLOCKS, quantize_table, quantized_names  # noqa: E402
+from minie5.checkpoint.weights import Weights  # noqa: E402
+from minie5.engine.workers import POOL  # noqa: E402
 
 CORPUS = REPO / "tests" / "data" / "multilingual.txt"
 GROUPS = REPO / "tests" / "data" / "multilingual_groups.txt"

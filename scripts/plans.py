@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Why matmul.py switches engines at SERIAL_TOKENS: one batch timed under each plan, by batch size.
+"""Why engine/matmul_plan.py switches engines at SERIAL_TOKENS: one batch timed under each plan, by batch size.
 
     python scripts/plans.py --model DIR                           # 12, 32, 64, 128, 512 tokens
     python scripts/plans.py --model DIR --tokens 12 --rounds 50
@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import minie5  # noqa: E402
-from minie5 import encoder, kernels, matmul  # noqa: E402
+from minie5.engine import encoder, kernels, matmul_plan as matmul  # noqa: E402
 
 
 def one_thread_linear(x, weight, bias, out) -> None:

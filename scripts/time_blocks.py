@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import minie5  # noqa: E402
-from minie5 import encoder  # noqa: E402
-from minie5.matmul import Plan  # noqa: E402
+from minie5.engine import encoder  # noqa: E402
+from minie5.engine.matmul_plan import Plan  # noqa: E402
 
 LINEAR_BLOCKS = {  # a field of encoder.LayerLinears -> the block its matmul belongs to
     "qkv": "Q, K, V projections",
@@ -108,7 +108,7 @@ def main(argv=None) -> dict:
     plain = min(plain_runs)
 
     runs = []
-    untimed = fast.small_plan, fast.large_plan  # this encoder's engines (matmul.py), timers put on copies
+    untimed = fast.small_plan, fast.large_plan  # this encoder's engines (engine/matmul_plan.py), timers put on copies
     for _ in range(args.repeats + 1):
         totals = defaultdict(float)
         instrument(fast, totals)

@@ -48,7 +48,7 @@ def run_cli_on_terminal(*args: str, progress_delay: float | None = None) -> tupl
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     setup = "" if progress_delay is None else f"cli.PROGRESS_DELAY = {progress_delay!r}; "
-    code = f"import sys; import minie5.cli as cli; {setup}sys.exit(cli.main(sys.argv[1:]))"
+    code = f"import sys; import minie5.cli.main as cli; {setup}sys.exit(cli.main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)

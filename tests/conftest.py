@@ -46,7 +46,7 @@ HUB_IDS = {"e5-small": "intfloat/multilingual-e5-small", "minilm": "sentence-tra
 
 def _download_real(name: str) -> Path:
     """Outside the minie5 workspace (no ../shared/tools): the real model from the hub."""
-    from minie5.hub import resolve_model_dir
+    from minie5.checkpoint.hub import resolve_model_dir
     try:
         return resolve_model_dir(HUB_IDS[name])
     except Exception as e:  # offline and not cached, hub unreachable...

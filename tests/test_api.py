@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 import minie5
 from helpers import ROUNDING, blas_kernel
 from minie5.tokenizer import Tokenizer
-from minie5.weights import expected_shapes, load_weights
+from minie5.checkpoint.weights import expected_shapes, load_weights
 
 HIDDEN = 384
 TOL = 1e-6

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from minie5.batcher import BatchFailed, Batcher, BatcherStopped
+from minie5.cli.batcher import BatchFailed, Batcher, BatcherStopped
 
 
 class FakeModel:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from minie5.config import read_config
+from minie5.checkpoint.config import read_config
 from helpers import blas_kernel, load_script
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ import pytest
 import minie5
 from cli_helpers import EXAMPLES, run_cli, write_lines
 from helpers import REPO, load_script, sentence_transformers_quantize
-from minie5.files import write_quantized_npy
-from minie5.search import BinaryIndex, binary_search, build_binary_index, float_search
+from minie5.io.files import write_quantized_npy
+from minie5.cli.search import BinaryIndex, binary_search, build_binary_index, float_search
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minie5 import cli
+from minie5.cli import main as cli
 from helpers import load_script
 
 REPO = Path(__file__).resolve().parent.parent

@@ -39,7 +39,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 import minie5  # noqa: E402
 from cli_helpers import run_cli  # noqa: E402
-from minie5.distributed import actor_pool_size, embed_dataset, job_stats  # noqa: E402
+from minie5.distributed.ray_data import actor_pool_size, embed_dataset, job_stats  # noqa: E402
 from tiny_models import numpy_weights, tiny_config, write_model_dir  # noqa: E402
 
 pytestmark = pytest.mark.slow  # every test here starts Ray jobs

@@ -37,7 +37,7 @@ import minie5
 from conftest import requires_torch
 from family_models import (BGE_SMALL_CONFIG, E5_BASE_CONFIG, SHRUNK_VOCAB, build_hf_model, shrink,
                            write_sentence_transformers, write_unigram_tokenizer, write_wordpiece_tokenizer)
-from minie5.config import read_config
+from minie5.checkpoint.config import read_config
 from minie5.tokenizer import Tokenizer
 from tiny_models import max_abs_diff_on_mask
 
@@ -481,8 +481,8 @@ def test_pooling_modes(tokenizer_files, tmp_path, model_type, pooling, normalize
 def test_packed_positions_are_the_padded_positions(model_type):
     """encoder.position_rows (packed texts) and reference.position_ids (padded batch) agree,
     pad ids inside the texts included. No torch: the transformers check is test_family_last_hidden_state."""
-    from minie5.config import ModelConfig
-    from minie5.encoder import pack, position_rows
+    from minie5.checkpoint.config import ModelConfig
+    from minie5.engine.encoder import pack, position_rows
     from minie5.reference import position_ids
 
     config = ModelConfig.from_dict(shrink(E5_BASE_CONFIG if model_type == "xlm-roberta" else BGE_SMALL_CONFIG))

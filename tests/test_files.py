@@ -1,4 +1,4 @@
-"""The line reader and the .npy / JSON Lines writers behind `minie5 embed` and `search` (minie5/files.py).
+"""The line reader and the .npy / JSON Lines writers behind `minie5 embed` and `search` (minie5/io/files.py).
 
 Expectations are written by hand: the lines each input must give, the
 errors (with line numbers) each bad input must raise, the arrays read back.
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from minie5.errors import InputError, json_type
-from minie5.files import NpyWriter, TextFile, saving_npy, write_jsonl, write_jsonl_file, write_npy
+from minie5.io.files import NpyWriter, TextFile, saving_npy, write_jsonl, write_jsonl_file, write_npy
 
 
 # ---------------------------------------------------------------- reading lines

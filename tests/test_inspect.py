@@ -232,7 +232,7 @@ def test_intermediates_and_info_load_no_heavy_module(e5_dir):
     import subprocess
     import sys
 
-    code = (f"import sys, minie5, minie5.cli, minie5.parameters; m = minie5.load({str(e5_dir)!r}); "
+    code = (f"import sys, minie5, minie5.cli.main, minie5.checkpoint.parameter_table; m = minie5.load({str(e5_dir)!r}); "
             f"out = m.forward([[0, 33600, 2]], output_hidden_states=True, output_attentions=True); "
             f"assert len(out.attentions) == 12; "
             f"heavy = {{'torch', 'transformers', 'matplotlib'}} & set(sys.modules); assert not heavy, heavy")

@@ -1,4 +1,4 @@
-"""The int8 kernels (minie5/int8.py) against their NumPy twins (minie5/reference_int8.py), bit for bit.
+"""The int8 kernels (minie5/engine/kernels_int8.py) against their NumPy twins (minie5/reference_int8.py), bit for bit.
 
 The integer sums are exact on both sides, and the float steps around them are
 the same float32 operations in the same order, so every comparison here is
@@ -20,9 +20,10 @@ import numba
 import numpy as np
 import pytest
 
-from minie5 import int8, reference, reference_int8
-from minie5.encoder import FastEncoder, pack as pack_ids
-from minie5.matmul import plans
+from minie5.engine import kernels_int8 as int8
+from minie5 import reference, reference_int8
+from minie5.engine.encoder import FastEncoder, pack as pack_ids
+from minie5.engine.matmul_plan import plans
 from minie5.reference_int8 import QuantizedMatrix, activation_bound
 
 from helpers import REPO
@@ -174,8 +175,8 @@ def test_int8_plans():
 
 
 def _tiny_int8_weights(hidden=48, heads=4, layers=2, ffn=96, vocab=60):
-    from minie5.config import ModelConfig
-    from minie5.quantize import quantized_names
+    from minie5.checkpoint.config import ModelConfig
+    from minie5.checkpoint.quantize_model import quantized_names
     from tiny_models import numpy_weights, tiny_config
     raw = tiny_config(hidden, heads, layers, ffn, vocab)
     config = ModelConfig(model_type="bert", vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
@@ -207,7 +208,8 @@ def test_fast_int8_forward_matches_reference_int8(matmul):
 AVX2_SCRIPT = textwrap.dedent("""
     import json, re
     import numpy as np
-    from minie5 import int8, reference_int8
+    from minie5.engine import kernels_int8 as int8
+    from minie5 import reference_int8
     rng = np.random.default_rng(3)
     exact = True
     for m, k, n in [(1, 1, 1), (3, 7, 9), (12, 384, 1536), (67, 130, 131), (9, 1536, 384)]:

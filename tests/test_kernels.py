@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from minie5 import kernels, reference
-from minie5.config import ModelConfig
-from minie5.encoder import FastEncoder, pack
-from minie5.matmul import SERIAL_TOKENS, NumbaAttention
+from minie5.engine import kernels
+from minie5 import reference
+from minie5.checkpoint.config import ModelConfig
+from minie5.engine.encoder import FastEncoder, pack
+from minie5.engine.matmul_plan import SERIAL_TOKENS, NumbaAttention
 
 rng = np.random.default_rng(1234)
 
@@ -134,7 +135,7 @@ def tiny_config(hidden=24, heads=3, layers=2, ffn=40, vocab=50, positions=32, **
 
 
 def random_weights(config):
-    from minie5.weights import expected_shapes
+    from minie5.checkpoint.weights import expected_shapes
     weights = {}
     for name, shape in expected_shapes(config).items():
         scale = 1.0 if "LayerNorm" in name or "embeddings" in name else 1 / math.sqrt(shape[-1])
@@ -168,7 +169,7 @@ def with_numba_threads(threads, function, *args):
 
 def blas_attention(threads):
     """blas.BlasAttention run with `threads` Numba threads (its number of tasks in flight)."""
-    from minie5.blas import BlasAttention, one_blas_thread
+    from minie5.engine.blas import BlasAttention, one_blas_thread
     attention = BlasAttention()
 
     def run(*args):
@@ -224,7 +225,7 @@ def test_pooling_matches_reference(mode):
 @pytest.mark.parametrize("m", [1, 3, 70, 129, 300])  # fewer rows than the 131 outputs: columns split; 300: rows
 def test_blas_linear_matches_reference_and_numba_linear(m, threads):
     """blas.BlasLinear (output split over threads, one BLAS thread each) == reference.linear == kernels.linear."""
-    from minie5.blas import BlasLinear
+    from minie5.engine.blas import BlasLinear
     x, w, b = randn(m, 130), readonly(randn(131, 130, scale=0.1)), readonly(randn(131))
     out_numba, out_blas = np.empty((m, 131), np.float32), np.empty((m, 131), np.float32)
     kernels.linear(x, w, b, out_numba)
@@ -237,7 +238,7 @@ def test_blas_linear_matches_reference_and_numba_linear(m, threads):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_split_linear_matches_reference(m, n, threads):
     """matmul.SplitLinear (column ranges of kernels.linear_columns on Python threads) == reference.linear."""
-    from minie5.matmul import SplitLinear
+    from minie5.engine.matmul_plan import SplitLinear
     x, w, b = randn(m, 70), readonly(randn(n, 70, scale=0.1)), readonly(randn(n))
     out = np.full((m, n), np.nan, np.float32)  # every entry must be written
     with_numba_threads(threads, SplitLinear(), x, w, b, out)
@@ -254,7 +255,7 @@ def test_linear_columns_writes_only_its_columns():
 
 def test_one_blas_thread_restores_numpys_setting():
     """Inside one_blas_thread OpenBLAS runs 1 thread per call; numpy's setting is back afterwards."""
-    from minie5 import blas
+    from minie5.engine import blas
     if blas._set_blas_threads is None:
         pytest.skip("numpy's BLAS is not OpenBLAS")
     before = blas._get_blas_threads()
@@ -269,7 +270,7 @@ def test_one_blas_thread_restores_numpys_setting():
 
 def test_blas_linear_without_openblas(monkeypatch):
     """Another BLAS (no openblas_set_num_threads_local): one plain np.matmul, same result."""
-    from minie5 import blas
+    from minie5.engine import blas
     monkeypatch.setattr(blas, "_set_blas_threads", None)
     x, w, b = randn(100, 40), readonly(randn(50, 40)), readonly(randn(50))
     out = np.empty((100, 50), np.float32)
@@ -297,7 +298,7 @@ def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn, matm
 
 
 def test_blas_attention_refuses_an_output_it_could_not_write_in_place():
-    from minie5.blas import BlasAttention
+    from minie5.engine.blas import BlasAttention
     q = randn(10, 8)
     out = np.empty((8, 10), np.float32).T  # [10, 8], not C-contiguous: reshaping it would copy
     with pytest.raises(ValueError, match="C-contiguous"):
@@ -356,9 +357,9 @@ def test_every_kernel_names_its_reference_twin():
 
 def test_word_rows_reads_exactly_the_rows_the_ids_point_at(e5_dir):
     """encoder.WordRows (os.pread from model.safetensors) == indexing the memory-mapped matrix."""
-    from minie5.config import read_config
-    from minie5.encoder import WordRows
-    from minie5.weights import load_weights
+    from minie5.checkpoint.config import read_config
+    from minie5.engine.encoder import WordRows
+    from minie5.checkpoint.weights import load_weights
     weights = load_weights(e5_dir / "model.safetensors", read_config(e5_dir))
     matrix = weights[WordRows.NAME]
     word_rows = WordRows(weights)
@@ -371,7 +372,7 @@ def test_word_rows_reads_exactly_the_rows_the_ids_point_at(e5_dir):
 
 def test_word_rows_without_file_offsets_use_the_matrix():
     """Converted (float16) weights have no place in the file: the table is the matrix itself."""
-    from minie5.encoder import WordRows
+    from minie5.engine.encoder import WordRows
     matrix = readonly(randn(10, 4))
     table, ids = WordRows({WordRows.NAME: matrix})(np.array([3, 3, 9]))
     assert table is matrix and list(ids) == [3, 3, 9]
@@ -382,7 +383,7 @@ QKV_NAMES = [f"encoder.layer.1.attention.self.{part}" for part in ("query", "key
 
 def test_fused_qkv_copies_weights_that_are_not_in_a_file():
     """A plain dict (or converted float16 weights): the stacked weight is a copy of the arrays."""
-    from minie5.encoder import fused_qkv
+    from minie5.engine.encoder import fused_qkv
     weights = {name + suffix: readonly(randn(6, 6) if suffix == ".weight" else randn(6))
                for name in QKV_NAMES for suffix in (".weight", ".bias")}
     weight, bias = fused_qkv(weights, "encoder.layer.1.")
@@ -394,8 +395,8 @@ def test_fused_qkv_copies_weights_that_are_not_in_a_file():
 
 
 def _tiny_model_weights(tmp_path):
-    from minie5.config import read_config
-    from minie5.weights import load_weights
+    from minie5.checkpoint.config import read_config
+    from minie5.checkpoint.weights import load_weights
     from tiny_models import numpy_weights, tiny_config, write_model_dir
     config = tiny_config(hidden=8, heads=2, layers=2, intermediate=16, vocab=30)
     model_dir = write_model_dir(tmp_path / "model", config, numpy_weights(config, seed=0))
@@ -407,7 +408,7 @@ def test_reads_from_the_file_come_from_the_loaded_file(tmp_path, change):
     """fused_qkv reads the three projections from a float32 file into place: == the three mapped weights
     stacked, bit for bit. Also when the path is replaced by another file, or deleted, after loading:
     fused_qkv and WordRows still read the file that was loaded (the one the arrays map)."""
-    from minie5.encoder import WordRows, fused_qkv
+    from minie5.engine.encoder import WordRows, fused_qkv
     path, weights = _tiny_model_weights(tmp_path)
     assert all(name + ".weight" in weights.file_offsets for name in QKV_NAMES)  # the read path is taken
     expected = np.concatenate([np.array(weights[name + ".weight"]) for name in QKV_NAMES])
@@ -429,7 +430,7 @@ def test_reads_from_the_file_come_from_the_loaded_file(tmp_path, change):
 def test_fused_qkv_names_a_file_truncated_after_loading(tmp_path):
     """The loaded file itself cut short (truncated in place): an error naming the file and the tensor."""
     import os
-    from minie5.encoder import fused_qkv
+    from minie5.engine.encoder import fused_qkv
     from minie5.errors import ModelFileError
     path, weights = _tiny_model_weights(tmp_path)
     os.truncate(path, weights.file_offsets[QKV_NAMES[2] + ".weight"] + 4)  # inside the value weight
@@ -485,7 +486,7 @@ def test_fast_forward_on_either_side_of_the_serial_threshold(n_tokens):
 def test_workspace_shares_memory_only_between_the_two_halves_of_a_layer():
     """encoder._Workspace: ffn takes the memory of qkv and context (never live at once), never that of
     the residual stream x or of proj (read and written around both halves); it grows on demand."""
-    from minie5.encoder import _Workspace
+    from minie5.engine.encoder import _Workspace
     work = _Workspace(tiny_config(hidden=8, heads=2, ffn=40))  # F = 40 > 4H = 32: the buffer is F wide
     for n in (3, 2, 11):
         x, qkv, context, proj, ffn = work.views(n)

@@ -13,7 +13,7 @@ import pytest
 import minie5
 from conftest import requires_torch
 from helpers import REPO, sentence_transformers_quantize
-from minie5.precision import hamming_distances, popcount_rows, popcount_rows_reference
+from minie5.embedding_precision import hamming_distances, popcount_rows, popcount_rows_reference
 
 PRECISIONS = ["float32", "int8", "uint8", "binary", "ubinary"]
 

@@ -17,9 +17,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import minie5
-from minie5 import quantize, reference, reference_int8
+from minie5.checkpoint import quantize_model as quantize
+from minie5 import reference, reference_int8
 from minie5.errors import InputError, ModelFileError, UnsupportedModelError
-from minie5.weights import read_header
+from minie5.checkpoint.weights import read_header
 
 from cli_helpers import run_cli
 from helpers import REPO
@@ -260,7 +261,7 @@ def test_cli_errors(tiny_dir, tiny_int8, tmp_path):
 
 
 def test_serve_takes_quantize():
-    from minie5.cli import build_parser
+    from minie5.cli.main import build_parser
     assert build_parser().parse_args(["serve", "--quantize", "int8"]).quantize == "int8"
     assert build_parser().parse_args(["serve"]).quantize is None
 

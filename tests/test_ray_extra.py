@@ -21,7 +21,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_import_minie5_imports_neither_ray_nor_pyarrow():
-    result = subprocess.run([sys.executable, "-c", "import json, sys, minie5, minie5.cli, minie5.files; "
+    result = subprocess.run([sys.executable, "-c", "import json, sys, minie5, minie5.cli.main, minie5.io.files; "
                              "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
                              "('ray', 'pyarrow', 'pandas'))))"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -44,8 +44,8 @@ except minie5.Minie5Error as e:
 def test_embed_ray_without_ray_is_a_one_line_error(tmp_path):
     (tmp_path / "in.txt").write_text("a text\n")
     result = run_python(f"""
-import minie5.cli
-sys.exit(minie5.cli.main(["embed", "--ray", "local", "-i", {str(tmp_path / 'in.txt')!r}, "-o", {str(tmp_path / 'out')!r}]))
+import minie5.cli.main
+sys.exit(minie5.cli.main.main(["embed", "--ray", "local", "-i", {str(tmp_path / 'in.txt')!r}, "-o", {str(tmp_path / 'out')!r}]))
 """)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import run_cli
-from minie5.files import ResumableNpy
+from minie5.io.files import ResumableNpy
 from tiny_models import numpy_weights, tiny_config, write_model_dir
 
 ROWS = 20_000

@@ -472,8 +472,8 @@ def test_batcher_errors_become_500_and_503():
     requests (the server goes on); rows sent after the batcher stopped are a 503."""
     from types import SimpleNamespace
 
-    from minie5.batcher import Batcher
-    from minie5.server import EmbeddingHTTPServer, ServerSettings
+    from minie5.cli.batcher import Batcher
+    from minie5.cli.server import EmbeddingHTTPServer, ServerSettings
     from test_batcher import FakeModel
 
     http_server = EmbeddingHTTPServer(ServerSettings(port=0), log=lambda line: None)

@@ -15,9 +15,9 @@ pa = pytest.importorskip("pyarrow")
 pytest.importorskip("ray")
 import pyarrow.parquet as pq  # noqa: E402
 
-from minie5 import shards as sh  # noqa: E402
+from minie5.distributed import shards as sh  # noqa: E402
 from minie5.errors import InputError  # noqa: E402
-from minie5.files import TextFile  # noqa: E402
+from minie5.io.files import TextFile  # noqa: E402
 
 
 def text_spec(**kw):
@@ -116,7 +116,7 @@ def test_bad_ids(tmp_path, records, message):
 
 
 def test_duplicate_ids_name_both_rows(tmp_path):
-    from minie5.scaleout import collect_ids
+    from minie5.distributed.ray_command import collect_ids
 
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("\n".join(json.dumps({"text": "t", "doc": f"d{i}"}) for i in range(5)) + "\n")
@@ -128,7 +128,7 @@ def test_duplicate_ids_name_both_rows(tmp_path):
 
 
 def test_id_field_and_kept_columns_of_json_lines(tmp_path):
-    from minie5.scaleout import collect_ids, keep_columns_schema
+    from minie5.distributed.ray_command import collect_ids, keep_columns_schema
 
     path = tmp_path / "docs.jsonl"
     records = [{"text": f"t{i}", "doc": f"d{i}", "n": i, "title": None if i % 2 else f"T{i}"} for i in range(30)]
@@ -229,7 +229,7 @@ def output_file(directory, name, ids, dim=3):
 
 
 def test_outdir_must_be_empty_or_the_same_job(tmp_path):
-    from minie5.scaleout import MANIFEST, OutputDir
+    from minie5.distributed.ray_command import MANIFEST, OutputDir
 
     job = {"minie5_job": 1, "model": "m", "inputs": [{"path": "/in.txt", "bytes": 3}]}
     outdir = OutputDir(str(tmp_path / "out"))
@@ -251,7 +251,7 @@ def test_outdir_must_be_empty_or_the_same_job(tmp_path):
 
 
 def test_unfinished_files_are_moved_aside_and_duplicates_removed(tmp_path):
-    from minie5.scaleout import PARTIAL_DIR, OutputDir, remove_duplicates, written_rows
+    from minie5.distributed.ray_command import PARTIAL_DIR, OutputDir, remove_duplicates, written_rows
 
     output_file(tmp_path, "a.parquet", [0, 1, 2])
     output_file(tmp_path, "b.parquet", [2, 3, 3, 4])  # 2 is in a.parquet too, 3 twice here
@@ -270,7 +270,7 @@ def test_unfinished_files_are_moved_aside_and_duplicates_removed(tmp_path):
 
 
 def test_string_ids_map_to_their_rows(tmp_path):
-    from minie5.scaleout import OutputDir, written_rows
+    from minie5.distributed.ray_command import OutputDir, written_rows
 
     output_file(tmp_path, "a.parquet", ["y", "zz", "x"])
     ids = pa.array(["x", "y", "z"])
@@ -279,7 +279,7 @@ def test_string_ids_map_to_their_rows(tmp_path):
 
 
 def test_summary_counts_missing_and_repeated_ids(tmp_path, capsys):
-    from minie5.scaleout import OutputDir, summarize
+    from minie5.distributed.ray_command import OutputDir, summarize
 
     output_file(tmp_path, "a.parquet", [0, 1, 1])
     code = summarize(OutputDir(str(tmp_path)), None, rows=4, before=0, actors=[], seconds=1.0, removed=0,

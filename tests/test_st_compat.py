@@ -10,7 +10,7 @@ unreachable): all-MiniLM-L6-v2 where the docs use it or a model we do not have,
 e5-small where they use an e5. Adaptations are marked "adapted:".
 
 sentence-transformers gets e5's prompts as an argument (the e5 repos declare
-none); minie5 supplies them itself for e5 models (minie5/st.py).
+none); minie5 supplies them itself for e5 models (minie5/integrations/sentence_transformers.py).
 
 Outputs are compared by kind: embeddings by cosine per row (>= 0.99999),
 scores by max |difference|, quantised arrays element by element, the rest
@@ -29,7 +29,7 @@ import pytest
 import minie5
 from conftest import requires_torch
 from helpers import REPO, load_script
-from minie5.st import E5_PROMPTS
+from minie5.integrations.sentence_transformers import E5_PROMPTS
 
 pytestmark = requires_torch
 

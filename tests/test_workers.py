@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from minie5.workers import POOL, WorkerPool
+from minie5.engine.workers import POOL, WorkerPool
 
 
 def test_worker_pool_runs_every_call_at_once_and_hands_back_errors():

@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError, json_type
-from .files import BOM, TextFile, is_jsonl
+from ..errors import InputError, json_type
+from ..io.files import BOM, TextFile, is_jsonl
 
 SHARD_BYTES = 32 << 20  # a text or JSON Lines shard: about this many bytes of whole lines
 ID_COLUMN = "id"  # the id of every row, in the dataset and in the output

@@ -40,8 +40,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from .batcher import Batcher, BatchFailed, BatcherStopped
-from .errors import InputError, json_type
-from .tokenizer import first_lone_surrogate
+from ..errors import InputError, json_type
+from ..tokenizer import first_lone_surrogate
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "passage", "none")  # input_type values; "none": texts as given

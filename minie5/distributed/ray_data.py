@@ -24,7 +24,7 @@ On each node the first actor fetches the model (a hub id goes to that node's
 Hugging Face cache) and compiles the Numba kernels into the cache, while the
 node's other actors wait on a lock: they then load both from the caches,
 and concurrent first compiles never write one cache file at once
-(numba/numba#4807). `minie5 embed --ray` (minie5/scaleout.py) runs whole
+(numba/numba#4807). `minie5 embed --ray` (minie5/distributed/ray_command.py) runs whole
 jobs on top of this. docs/scale-out.md says what to set on a cluster.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import InputError, Minie5Error, MissingExtraError, ModelFileError, TruncationWarning
+from ..errors import InputError, Minie5Error, MissingExtraError, ModelFileError, TruncationWarning
 
 try:
     import ray
@@ -57,8 +57,8 @@ except ImportError:  # Windows: no node lock (Ray's multi-node clusters run on L
 import numba
 import numpy as np
 
-from . import hub
-from .model import LONG_MODES, load
+from ..checkpoint import hub
+from ..model import LONG_MODES, load
 
 ROWS_PER_BLOCK = 256  # rows per block and per Embedder call: enough to keep a batch of 32 busy, small enough to spread
 RESERVED_CPUS = 1  # CPUs the pool leaves free for the read and write tasks (ray-project/ray#44687)

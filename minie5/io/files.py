@@ -45,8 +45,8 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from .errors import InputError, json_type
-from .precision import (BINARY_PRECISIONS, SCALAR_PRECISIONS, precision_dtype, quantization_ranges, quantize_embeddings,
+from ..errors import InputError, json_type
+from ..embedding_precision import (BINARY_PRECISIONS, SCALAR_PRECISIONS, precision_dtype, quantization_ranges, quantize_embeddings,
                        stored_width)
 
 STDIN = "-"
@@ -294,7 +294,7 @@ def saving_npy(path, blocks, rows: int, dim: int, dtype=np.float32):
 
 def write_quantized_npy(path, blocks, rows: int, dim: int, precision: str, calibration=None,
                         block_rows: int = 4096) -> None:
-    """Blocks of float embeddings -> a .npy file at `precision` (precision.py), complete or absent.
+    """Blocks of float embeddings -> a .npy file at `precision` (embedding_precision.py), complete or absent.
 
     binary / ubinary: [rows, dim / 8] bytes, each block packed as it comes.
     int8 / uint8: [rows, dim], on the ranges of `calibration` ([m, dim] float

@@ -49,7 +49,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .kernels import COL_BLOCK, ROW_BLOCK, njit
-from .reference_int8 import QuantizedMatrix, activation_bound
+from ..reference_int8 import QuantizedMatrix, activation_bound
 from .workers import POOL
 
 
@@ -260,7 +260,7 @@ def prepare(weight):
 
 
 class Int8Linear:
-    """out = x @ weight.T + bias where weight is a PackedMatrix: the int8 engine of matmul.py.
+    """out = x @ weight.T + bias where weight is a PackedMatrix: the int8 engine of matmul_plan.py.
 
     x: [M, K] float32, weight: [N, K] int8 in panels + [N] scales, bias: [N]
     -> out: [M, N]. Twin: reference_int8.linear. A weight left in float32

@@ -6,7 +6,7 @@
                       each request its rows
 
 Only the worker ever calls the model, so Numba's threading layer is entered
-from one thread (see encoder.py). Numba's kernels hold the GIL while they
+from one thread (see engine/encoder.py). Numba's kernels hold the GIL while they
 run, so the other threads get their turns between kernel calls, not only
 between batches. Nothing here knows about HTTP: server.py turns its
 exceptions into HTTP statuses.

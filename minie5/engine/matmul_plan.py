@@ -28,7 +28,7 @@ import numba
 
 from . import kernels
 from .blas import BlasAttention, BlasLinear
-from .int8 import Int8Linear
+from .kernels_int8 import Int8Linear
 from .workers import POOL
 
 MATMULS = ("auto", "numba", "blas")

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import Minie5Error, ModelFileError
+from ..errors import Minie5Error, ModelFileError
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 OPTIONAL_FILES = (
@@ -20,7 +20,7 @@ OPTIONAL_FILES = (
     "sentence_bert_config.json",
     "1_Pooling/config.json",
     "config_sentence_transformers.json",
-    "minie5_quantization.json",  # an int8 model directory (quantize.py)
+    "minie5_quantization.json",  # an int8 model directory (quantize_model.py)
 )
 
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import ModelConfig, read_config
-from .errors import InputError, ModelFileError
+from ..errors import InputError, ModelFileError
 from .hub import OPTIONAL_FILES, REQUIRED_FILES, resolve_model_dir
-from .reference_int8 import QuantizedMatrix, activation_bound, quantize_weight_rows
+from ..reference_int8 import QuantizedMatrix, activation_bound, quantize_weight_rows
 from .weights import SCALE_SUFFIX, Weights, expected_shapes, load_weights, read_tensor
 
 QUANTIZE_MODES = ("int8",)

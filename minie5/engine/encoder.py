@@ -15,7 +15,7 @@ ffn takes the memory of qkv and context, see _Workspace):
     x         = LayerNorm(x + ffn_out)        [N, H]   (in place)
 
 Which engine runs each step (Numba or sgemm, serial or parallel) depends on the
-`matmul` setting and the batch's token count: the plan is in matmul.py.
+`matmul` setting and the batch's token count: the plan is in matmul_plan.py.
 
 Numba's parallel kernels must not be entered from two Python threads at once
 (its workqueue threading layer aborts the process), so every call into this
@@ -30,12 +30,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import int8, reference
+from . import kernels_int8 as int8
+from .. import reference
 from .blas import one_blas_thread
-from .config import ModelConfig
-from .matmul import SERIAL_TOKENS, plans
-from .reference_int8 import QuantizedMatrix, dequantize_rows
-from .weights import read_tensor
+from ..checkpoint.config import ModelConfig
+from .matmul_plan import SERIAL_TOKENS, plans
+from ..reference_int8 import QuantizedMatrix, dequantize_rows
+from ..checkpoint.weights import read_tensor
 
 _NUMBA_LOCK = threading.Lock()
 
@@ -181,8 +182,8 @@ class WordRows:
 class FastEncoder:
     """The default forward pass. Same contract as reference.forward, different layout.
 
-    matmul: "auto", "numba" or "blas", the engines of the products (see matmul.py).
-    quantize: None, or "int8" for a model whose weights are QuantizedMatrix (quantize.py).
+    matmul: "auto", "numba" or "blas", the engines of the products (see matmul_plan.py).
+    quantize: None, or "int8" for a model whose weights are QuantizedMatrix (checkpoint/quantize_model.py).
     """
 
     def __init__(self, config: ModelConfig, weights: dict, matmul: str = "auto", quantize: str | None = None):
@@ -199,7 +200,7 @@ class FastEncoder:
         self.token_type_row.setflags(write=False)
 
     def plan(self, n_tokens: int):
-        """The engines for a batch of n_tokens packed tokens (matmul.py)."""
+        """The engines for a batch of n_tokens packed tokens (matmul_plan.py)."""
         return self.large_plan if n_tokens >= SERIAL_TOKENS else self.small_plan
 
     # ------------------------------------------------------------------ packed API

@@ -2,7 +2,7 @@
 
 From 64 tokens per batch an optimised BLAS micro-kernel (packed panels, register
 blocking, AVX-512 where the CPU has it) does several times the FLOP/s of
-minie5's Numba matmul, so matmul.py sends those products here.
+minie5's Numba matmul, so matmul_plan.py sends those products here.
 
 Why not simply numpy's `@`: OpenBLAS runs its own thread pool, whose threads
 keep spinning after each call, and the fast path alternates products with

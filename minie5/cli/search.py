@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
-from .precision import hamming_distances
+from ..io.files import atomic_path
+from ..embedding_precision import hamming_distances
 
 BINARY_INDEX_SUFFIX = ".binary.npz"  # docs.npy (float index) -> docs.binary.npz
 BLOCK_ROWS = 65536  # rows of the float index read at a time while building the binary index

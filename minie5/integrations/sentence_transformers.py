@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import read_json_object
-from .errors import ModelFileError, UnsupportedArgumentError
-from .model import check_texts, load
-from .precision import check_precision, quantize_embeddings
-from .reference import l2_normalize
+from ..checkpoint.config import read_json_object
+from ..errors import ModelFileError, UnsupportedArgumentError
+from ..model import check_texts, load
+from ..embedding_precision import check_precision, quantize_embeddings
+from ..reference import l2_normalize
 
 # sentence-transformers' prompt names that always exist ("" until a file or the caller sets them).
 DEFAULT_PROMPT_NAMES = ("query", "document")

@@ -16,7 +16,7 @@ compare the two for identity on the same float embeddings):
 
 Binary search: the Hamming distance between two packed rows counts the bits in
 which they differ (XOR, then a popcount); for sign bits it ranks rows roughly
-as cosine similarity does. search.py uses it to pick candidates, then rescores
+as cosine similarity does. cli/search.py uses it to pick candidates, then rescores
 them in float.
 """
 from __future__ import annotations

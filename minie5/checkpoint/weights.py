@@ -18,7 +18,7 @@ validates the header (a truncated or corrupted file fails here); minie5 then
 maps the byte ranges the header describes. float16 / bfloat16 tensors are
 upcast to float32 (that one does cost a copy).
 
-An int8 model (written by `minie5 quantize`, see quantize.py) stores some
+An int8 model (written by `minie5 quantize`, see quantize_model.py) stores some
 tensors as int8, each with a float32 tensor of one scale per row beside it,
 named with "_scale" appended; load_weights returns those as
 reference_int8.QuantizedMatrix (both arrays memory-mapped).
@@ -35,8 +35,8 @@ import numpy as np
 from safetensors import safe_open
 
 from .config import ModelConfig
-from .errors import ModelFileError
-from .reference_int8 import QuantizedMatrix
+from ..errors import ModelFileError
+from ..reference_int8 import QuantizedMatrix
 
 PREFIXES = ("bert.", "roberta.", "model.")  # stripped from checkpoint keys
 SCALE_SUFFIX = "_scale"  # an int8 tensor's per-row float32 scales: "<name>_scale" [rows]

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from .errors import ModelFileError, UnsupportedModelError
+from ..errors import ModelFileError, UnsupportedModelError
 
 SUPPORTED_MODEL_TYPES = ("bert", "xlm-roberta")
 SUPPORTED_ACTIVATIONS = ("gelu",)  # exact erf GELU, as in BERT and e5

@@ -30,9 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-from .distributed import RESERVED_CPUS, embed_dataset, is_local_dir, job_stats  # MissingExtraError without ray
-from .errors import InputError, Minie5Error
-from .files import DEFAULT_FIELD
+from .ray_data import RESERVED_CPUS, embed_dataset, is_local_dir, job_stats  # MissingExtraError without ray
+from ..errors import InputError, Minie5Error
+from ..io.files import DEFAULT_FIELD
 
 import numpy as np  # noqa: E402 (after the import that names the missing extra)
 import pyarrow as pa  # noqa: E402
@@ -41,7 +41,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 import ray.data  # noqa: E402
 
-from . import shards as sh  # noqa: E402
+from . import shards as sh # noqa: E402
 
 MANIFEST = "_minie5_job.json"
 PARTIAL_DIR = "_minie5_partial"
@@ -255,7 +255,7 @@ def info(message: str, quiet: bool = False) -> None:
 
 
 def run(args) -> int:
-    """The `minie5 embed --ray` command (arguments checked by cli.py); returns the exit code."""
+    """The `minie5 embed --ray` command (arguments checked by cli/main.py); returns the exit code."""
     inputs = sh.list_inputs(args.input)
     spec = sh.ReadSpec(format=sh.input_format(inputs, args.field), field=args.field or DEFAULT_FIELD,
                        id_field=args.id_field, keep=tuple(args.keep_columns), errors=args.errors)

@@ -4,7 +4,7 @@
     minie5 embed --prefix passage "Berlin is the capital of Germany." "Paris is in France."
     minie5 embed -i docs.txt -o docs.npy --prefix passage        # one text per line -> float32 [n, 384]
     minie5 embed -i docs.txt -o docs.npy --prefix passage --resume   # after a stopped run: the rows left
-    minie5 embed --ray local -i corpus/ -o vectors/ --prefix passage   # Ray Data -> Parquet (scaleout.py)
+    minie5 embed --ray local -i corpus/ -o vectors/ --prefix passage   # Ray Data -> Parquet (minie5/distributed/)
     cat docs.jsonl | minie5 embed --field text -o docs.jsonl.out.jsonl
     minie5 search --corpus docs.txt "how do plants make sugar" -k 5 --index docs.npy
     minie5 info intfloat/multilingual-e5-small                  # architecture and parameters per block
@@ -20,7 +20,7 @@ Lines. `search` embeds a corpus as passages (or loads its saved embeddings) and
 prints the lines closest to each query. The model is a hub repo id or a local
 directory: --model, else $MINIE5_MODEL, else intfloat/multilingual-e5-small.
 -i FILE -o FILE.npy writes through a hidden .partial file that --resume
-continues (files.ResumableNpy); --ray hands the job to minie5/scaleout.py.
+continues (files.ResumableNpy); --ray hands the job to minie5/distributed/ray_command.py.
 
 Each subcommand is one `add_<name>_parser` function (its arguments) and one
 `run_<name>` function (what it does); main() wires them together.
@@ -40,13 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError, Minie5Error, Minie5Warning
-from .files import (STDIN, ResumableNpy, TextFile, read_calibration, saved_index, saving_npy, write_blocks_jsonl,
+from ..version import __version__
+from ..errors import InputError, Minie5Error, Minie5Warning
+from ..io.files import (STDIN, ResumableNpy, TextFile, read_calibration, saved_index, saving_npy, write_blocks_jsonl,
                     write_jsonl_file, write_npy, write_quantized_npy)
-from .model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
-from .precision import PRECISIONS, SCALAR_PRECISIONS
-from .quantize import BLOCKS, QUANTIZE_MODES
+from ..model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
+from ..embedding_precision import PRECISIONS, SCALAR_PRECISIONS
+from ..checkpoint.quantize_model import BLOCKS, QUANTIZE_MODES
 from .search import RESCORE_MULTIPLIER, binary_index_for, binary_search, float_search
 
 PROG = "minie5"
@@ -243,7 +243,7 @@ RAY_ONLY = ("id_field", "keep_columns", "actors", "threads_per_actor", "rows_per
 
 
 def run_embed_on_ray(args: argparse.Namespace) -> int:
-    """`embed --ray`: minie5/scaleout.py runs the job (it imports Ray, and names the extra if Ray is missing)."""
+    """`embed --ray`: minie5/distributed/ray_command.py runs the job (it imports Ray, and names the extra if Ray is missing)."""
     if args.texts or args.input in (None, STDIN):
         args.parser.error("--ray reads -i INPUT: a file, a directory or a glob (not TEXT arguments or stdin)")
     if args.output is None or args.output == "-":
@@ -253,7 +253,7 @@ def run_embed_on_ray(args: argparse.Namespace) -> int:
     args.model = args.model or default_model()
     args.threads_per_actor = args.threads_per_actor or 1
     args.rows_per_file = args.rows_per_file or 10_000
-    from .scaleout import run
+    from ..distributed.ray_command import run
     return run(args)
 
 
@@ -447,9 +447,9 @@ def add_info_parser(subparsers) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from .config import read_config
-    from .hub import resolve_model_dir
-    from .parameters import architecture_lines, parameter_table, read_header
+    from ..checkpoint.config import read_config
+    from ..checkpoint.hub import resolve_model_dir
+    from ..checkpoint.parameter_table import architecture_lines, parameter_table, read_header
 
     if args.model_positional and args.model:
         args.parser.error("give the model as MODEL or --model, not both")
@@ -565,7 +565,7 @@ def add_quantize_parser(subparsers) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from .quantize import write_quantized
+    from ..checkpoint.quantize_model import write_quantized
     written = write_quantized(args.model_positional, args.output, keep_float=tuple(args.keep_float))
     info(f"wrote {args.output}: model.safetensors {written['bytes'] / 1e6:,.1f} MB, "
          f"{100 * written['bytes'] / written['source_bytes']:.1f} % of the float file's "

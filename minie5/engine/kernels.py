@@ -405,7 +405,7 @@ def attention(q, k, v, seq_starts, num_heads, out):
     achieves in a padded batch. Both products run on the matmul micro-kernel
     (for probs @ v_a, v_a is first copied transposed so its rows are contiguous).
     Tasks are (text, head) pairs spread over Numba's threads. From 64 tokens
-    per batch the default plan runs blas.BlasAttention instead (matmul.py).
+    per batch the default plan runs blas.BlasAttention instead (matmul_plan.py).
     """
     H = q.shape[1]
     D = H // num_heads
@@ -511,7 +511,7 @@ POOLERS = {"mean": mean_pool, "cls": cls_pool, "max": max_pool}
 # ---------------------------------------------------------------- serial twins
 # The same kernels compiled without parallel=True (prange runs as range), for batches of a
 # few tokens (one short query), where waking Numba's thread pool for each of about 100
-# kernel calls per forward pass costs more than the work (matmul.py chooses). Each twin
+# kernel calls per forward pass costs more than the work (matmul_plan.py chooses). Each twin
 # has its own name, so its disk-cache entry is its own.
 
 
