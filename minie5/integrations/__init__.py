@@ -1,9 +1,9 @@
 """minie5 behind other libraries' APIs.
 
-    minie5.integrations.sentence_transformers  SentenceTransformer, sentence-transformers' API (no extra;
-                                               exported as minie5.SentenceTransformer)
-    minie5.integrations.langchain     Minie5Embeddings, a langchain_core Embeddings   pip install "minie5[langchain]"
-    minie5.integrations.llama_index   Minie5Embedding, a llama_index BaseEmbedding    pip install "minie5[llama-index]"
+    sentence_transformers.py  SentenceTransformer: sentence-transformers' API, no extra needed
+                              (exported as minie5.SentenceTransformer)
+    langchain.py              Minie5Embeddings, a langchain_core Embeddings   pip install "minie5[langchain]"
+    llama_index.py            Minie5Embedding, a llama_index BaseEmbedding    pip install "minie5[llama-index]"
 
 The LangChain and LlamaIndex adapters need their extra each, and `import minie5` imports neither
 framework. May import minie5.model and what it stands on. docs/integrations.md has an example of each.
