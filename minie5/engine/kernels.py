@@ -508,6 +508,29 @@ def cls_pool(hidden, seq_starts, out):
 POOLERS = {"mean": mean_pool, "cls": cls_pool, "max": max_pool}
 
 
+# ---------------------------------------------------------------- distances between embeddings
+DISTANCE_TILE = 64  # rows of b per tile: 64 x 384 float32 = 96 KB, kept in L2 while every row of a passes
+
+
+@njit(cache=True, nogil=True, fastmath=REORDER_SUMS)
+def manhattan_distances(a, b, out):
+    """out[i, j] = sum over k of |a[i, k] - b[j, k]|, summed in float64.  Twin: reference.manhattan_distances.
+
+    a: [n, dim], b: [m, dim] -> out: [n, m] (the caller's array, the only large one). Serial and
+    nogil: no thread pool is entered, so any thread may call it (minie5.SentenceTransformer.similarity).
+    """
+    n, dim = a.shape
+    m = b.shape[0]
+    for j0 in range(0, m, DISTANCE_TILE):
+        j1 = min(m, j0 + DISTANCE_TILE)
+        for i in range(n):
+            for j in range(j0, j1):
+                total = 0.0
+                for k in range(dim):
+                    total += abs(np.float64(a[i, k]) - np.float64(b[j, k]))
+                out[i, j] = total
+
+
 # ---------------------------------------------------------------- serial twins
 # The same kernels compiled without parallel=True (prange runs as range), for batches of a
 # few tokens (one short query), where waking Numba's thread pool for each of about 100
