@@ -237,7 +237,7 @@ def test_blas_linear_matches_reference_and_numba_linear(m, threads):
 @pytest.mark.parametrize("m,n", [(1, 1), (12, 131), (5, 6), (63, 384)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_split_linear_matches_reference(m, n, threads):
-    """matmul.SplitLinear (column ranges of kernels.linear_columns on Python threads) == reference.linear."""
+    """matmul_plan.SplitLinear (column ranges of kernels.linear_columns on Python threads) == reference.linear."""
     from minie5.engine.matmul_plan import SplitLinear
     x, w, b = randn(m, 70), readonly(randn(n, 70, scale=0.1)), readonly(randn(n))
     out = np.full((m, n), np.nan, np.float32)  # every entry must be written

@@ -209,7 +209,7 @@ def linear(x, weight, bias, out):
 def linear_columns(x, weight, bias, out, j0, j1):
     """out[:, j0:j1] = x @ weight[j0:j1].T + bias[j0:j1], on the calling thread.  Twin: reference.linear.
 
-    The serial piece of matmul.SplitLinear, which gives each of its threads one
+    The serial piece of matmul_plan.SplitLinear, which gives each of its threads one
     range of output columns (one slice of the weight to read). nogil: the Python
     threads that call it run at the same time, with no Numba thread pool to wake.
     """
@@ -549,7 +549,7 @@ def _serial_twin(kernel):
 
 
 SERIAL = types.SimpleNamespace(
-    embed=_serial_twin(embed), attention=_serial_twin(attention),  # no linear: see matmul.SplitLinear
+    embed=_serial_twin(embed), attention=_serial_twin(attention),  # no linear: see matmul_plan.SplitLinear
     add_layer_norm=_serial_twin(add_layer_norm), gelu=_serial_twin(gelu),
     POOLERS={name: _serial_twin(pool) for name, pool in POOLERS.items()},
 )
