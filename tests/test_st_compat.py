@@ -9,8 +9,12 @@ sentence_transformers or minie5. Models are the local fixtures (the hub is
 unreachable): all-MiniLM-L6-v2 where the docs use it or a model we do not have,
 e5-small where they use an e5. Adaptations are marked "adapted:".
 
-sentence-transformers gets e5's prompts as an argument (the e5 repos declare
-none); minie5 supplies them itself for e5 models (minie5/integrations/sentence_transformers.py).
+Prompts: the e5 repositories declare none, and minie5 supplies e5's own for a
+model whose name says e5 (minie5/integrations/sentence_transformers.py).
+sentence-transformers reads them from the model directory, as it does for any
+model that declares prompts: it loads a copy of the e5 directory (links to its
+files) with a config_sentence_transformers.json that gives the prompts of e5's
+model card ("query: " / "passage: "), written out here, not taken from minie5.
 
 Outputs are compared by kind: embeddings by cosine per row (>= 0.99999),
 scores by max |difference|, quantised arrays element by element, the rest
@@ -30,7 +34,6 @@ import pytest
 import minie5
 from conftest import requires_torch
 from helpers import REPO, load_script
-from minie5.integrations.sentence_transformers import E5_PROMPTS
 
 pytestmark = requires_torch
 
@@ -39,8 +42,29 @@ SCORE_TOL = 1e-5  # max |difference| of cosine / dot scores; distances: relative
 SETTINGS = ("prompts", "default_prompt_name", "similarity_fn_name", "max_seq_length", "truncate_dim")  # what snippets change
 
 
+# e5's model card: "Use "query: " and "passage: " correspondingly for asymmetric tasks"; sentence-transformers'
+# encode_document takes the "document" prompt, minie5's e5 prompts also name it "passage".
+E5_MODEL_CARD_PROMPTS = {"query": "query: ", "document": "passage: ", "passage": "passage: "}
+
+
 @pytest.fixture(scope="module")
-def libraries(e5_dir, minilm_dir):
+def e5_dir_with_prompts(e5_dir, tmp_path_factory):
+    """The e5 directory as a repository that declares its prompts: links to its files, and
+    config_sentence_transformers.json with the model card's prompts."""
+    import json
+
+    copy = tmp_path_factory.mktemp("st-prompts") / "multilingual-e5-small"
+    copy.mkdir()
+    for item in e5_dir.iterdir():
+        if item.name != "config_sentence_transformers.json":
+            (copy / item.name).symlink_to(item.resolve())
+    (copy / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": E5_MODEL_CARD_PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"}))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def libraries(e5_dir, e5_dir_with_prompts, minilm_dir):
     """(name, lib) for both libraries; lib.SentenceTransformer takes a hub id of the docs and loads our copy."""
     import sentence_transformers
 
@@ -51,12 +75,11 @@ def libraries(e5_dir, minilm_dir):
     loaded = {}  # sentence-transformers loads e5 in seconds: one model per (name, arguments), settings reset
 
     def st_model(name, **kwargs):
-        if local[name] == e5_dir:  # e5's files declare no prompts: give sentence-transformers minie5's
-            kwargs["prompts"] = {**E5_PROMPTS, **kwargs.get("prompts", {})}
         kwargs.pop("trust_remote_code", None)  # nomic's remote code is not needed for the MiniLM stand-in
+        directory = e5_dir_with_prompts if local[name] == e5_dir else local[name]  # e5: prompts from the files
         key = (name, repr(sorted(kwargs.items())))
         if key not in loaded:
-            model = sentence_transformers.SentenceTransformer(str(local[name]), device="cpu", **kwargs)
+            model = sentence_transformers.SentenceTransformer(str(directory), device="cpu", **kwargs)
             loaded[key] = (model, {attribute: copy.copy(getattr(model, attribute)) for attribute in SETTINGS})
         model, settings = loaded[key]
         for attribute, value in settings.items():  # as loaded, whatever an earlier snippet changed
