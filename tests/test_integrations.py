@@ -193,8 +193,9 @@ def test_llama_index_retriever_finds_the_answer_without_an_llm(llama_embedding, 
     Settings.llm = None  # a MockLLM: nothing may reach for OpenAI's default model
     Settings.embed_model = llama_embedding
     # the row stays out of the embedded text (LlamaIndex would otherwise embed "row: i" with each document)
-    index = VectorStoreIndex.from_documents([Document(text=text, metadata={"row": i}, excluded_embed_metadata_keys=["row"])
-                                             for i, text in enumerate(DOCUMENTS)])
+    index = VectorStoreIndex.from_documents([
+        Document(text=text, metadata={"row": i}, excluded_embed_metadata_keys=["row"])
+        for i, text in enumerate(DOCUMENTS)])
     retriever = index.as_retriever(similarity_top_k=1)
     for question, (row, score) in expected["best"].items():
         (found,) = retriever.retrieve(question)

@@ -417,7 +417,8 @@ def test_distances_equal_sentence_transformers(minilm_st, name):
     from sentence_transformers import SimilarityFunction
     st_float32 = as_numpy(SimilarityFunction.to_similarity_fn(name)(a, b))
     print(f"parity st-compat {name} [300, 200]: max|diff| {np.abs(ours - theirs).max():.1e} (float64 input "
-          f"{np.abs(ours64 - theirs).max():.1e}; sentence-transformers float32 {np.abs(st_float32 - theirs).max():.1e})")
+          f"{np.abs(ours64 - theirs).max():.1e}; sentence-transformers float32 "
+          f"{np.abs(st_float32 - theirs).max():.1e})")
 
 
 @pytest.mark.slow
