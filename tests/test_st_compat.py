@@ -412,6 +412,10 @@ def test_distances_equal_sentence_transformers(minilm_st, name):
     ours64 = minilm_st.similarity(a.astype(np.float64), b.astype(np.float64))
     assert ours64.dtype == np.float64
     np.testing.assert_allclose(ours64, theirs, rtol=0, atol=1e-7)  # both float64: the cancellation near 0, 1e-8
+    halves = minilm_st.similarity(a[:20].astype(np.float16), b[:20].astype(np.float16))  # float32, as in ST
+    assert halves.dtype == np.float32
+    np.testing.assert_allclose(halves, sentence_transformers_scores(name, a[:20].astype(np.float16),
+                                                                    b[:20].astype(np.float16)), rtol=0, atol=1e-5)
     pairs = minilm_st.similarity_pairwise(a[:200], b)
     np.testing.assert_allclose(pairs, sentence_transformers_scores(name, a[:200], b, pairwise=True), rtol=0, atol=1e-5)
     from sentence_transformers import SimilarityFunction

@@ -81,7 +81,9 @@ def as_matrix(embeddings, what: str) -> np.ndarray:
         array = array[None, :]
     if array.ndim != 2:
         raise ValueError(f"{what} must be [n, dim] or [dim], got shape {list(array.shape)}")
-    return array.astype(np.float32) if array.dtype.kind != "f" else array
+    if array.dtype.kind != "f" or array.dtype.itemsize < 4:  # integers, float16: float32, as sentence-transformers
+        array = array.astype(np.float32)
+    return array
 
 
 def similarity_matrix(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
