@@ -158,6 +158,14 @@ def l2_normalize(x):
     return x / np.maximum(norm, 1e-12)
 
 
+def manhattan_distances(a, b):
+    # a: [n, dim], b: [m, dim] -> [n, m]: sum over k of |a[i, k] - b[j, k]|, in float64.
+    # The textbook form builds the whole [n, m, dim] difference array: fine for a test, not for 10,000 texts
+    # (engine/kernels.manhattan_distances computes the same one row pair at a time).
+    difference = a[:, None, :].astype(np.float64) - b[None, :, :]  # [n, m, dim]
+    return np.abs(difference).sum(axis=-1)
+
+
 # ---------------------------------------------------------------- erf for arrays (used by gelu)
 # W. J. Cody's rational Chebyshev approximations (Math. Comp. 23 (1969) 631-638), with the
 # coefficients of his CALERF (netlib specfun/erf): at least 18 significant digits in theory, so

@@ -68,7 +68,9 @@ def quantize_weight_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_activation_rows(x: np.ndarray, bound: int, per: str = "row") -> tuple[np.ndarray, np.ndarray]:
-    """x [M, K] float32 -> (xq [M, K] int16 in [-bound, bound], scales [M] float32).  Twin: int8.quantize_rows.
+    """x [M, K] float32 -> (xq [M, K] int16 in [-bound, bound], scales [M] float32).
+
+    Twin: engine.kernels_int8.quantize_rows.
 
     Each row's largest |value| maps to bound: scale = peak / bound, and
     xq = round(x * (bound / peak)), half to even. Every step is one float32
@@ -113,7 +115,7 @@ class QuantizedMatrix:
         return Transposed(self)
 
     def __getitem__(self, rows) -> np.ndarray:
-        """Dequantised rows: values[rows] * scales[rows] as float32.  Twin: encoder.WordRows on an int8 table."""
+        """Dequantised rows: values[rows] * scales[rows] as float32.  Twin: engine.encoder.WordRows on an int8 table."""
         return dequantize_rows(self.values[rows], self.scales[rows])
 
     def dequantize(self) -> np.ndarray:
@@ -142,7 +144,7 @@ def quantize(w: np.ndarray) -> QuantizedMatrix:
 
 
 def integer_product(xq: np.ndarray, wq: np.ndarray) -> np.ndarray:
-    """xq [M, K] int16 @ wq [N, K]^T int8 -> acc [M, N] int32, exactly.  Twin: int8.dot_block.
+    """xq [M, K] int16 @ wq [N, K]^T int8 -> acc [M, N] int32, exactly.  Twin: engine.kernels_int8.panel_block.
 
     Computed as a float64 product (BLAS: fast): every term and partial sum is
     an integer of magnitude below 2^31 < 2^53, so float64 holds each exactly.
@@ -168,5 +170,7 @@ def product(x: np.ndarray, weight: QuantizedMatrix) -> np.ndarray:
 
 
 def linear(x: np.ndarray, weight: QuantizedMatrix, bias: np.ndarray) -> np.ndarray:
-    """x [..., K] -> [..., N] float32: reference.linear's x @ weight.T + bias on an int8 weight.  Twin: int8.Int8Linear."""
+    """x [..., K] -> [..., N] float32: reference.linear's x @ weight.T + bias on an int8 weight.
+
+    Twin: engine.kernels_int8.Int8Linear."""
     return x @ weight.T + bias

@@ -360,7 +360,7 @@ def test_wrong_shape_names_the_tensor(tmp_path):
     assert "[16, 9]" in str(info.value) and "[16, 8]" in str(info.value)
 
 
-# ---------------------------------------------------------------- no torch, no transformers
+# ---------------------------------------------------------------- no torch, no transformers, no framework
 NO_TORCH = "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)"
 
 
@@ -368,9 +368,19 @@ def run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
 
 
-def test_import_does_not_load_torch():
-    result = run_python(f"import sys; import minie5; {NO_TORCH}")
+# Every optional framework (and torch / transformers, which only tests and tools use): none may be imported by
+# minie5, its command line and file readers, or the integrations package (each adapter imports its own framework).
+FRAMEWORKS = ("torch", "transformers", "sentence_transformers", "langchain_core", "llama_index", "ray", "pyarrow",
+              "pandas", "openai", "mteb")
+
+
+@pytest.mark.parametrize("imports", ["minie5", "minie5.integrations", "minie5.cli.main, minie5.io.files"])
+def test_importing_minie5_imports_no_framework(imports):
+    code = (f"import json, sys, {imports}; minie5.SentenceTransformer; "
+            f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r}))))")
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [], f"import {imports} imported {result.stdout}"
 
 
 @pytest.mark.parametrize("backend", ["fast", "reference"])

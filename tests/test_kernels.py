@@ -237,7 +237,7 @@ def test_blas_linear_matches_reference_and_numba_linear(m, threads):
 @pytest.mark.parametrize("m,n", [(1, 1), (12, 131), (5, 6), (63, 384)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_split_linear_matches_reference(m, n, threads):
-    """matmul.SplitLinear (column ranges of kernels.linear_columns on Python threads) == reference.linear."""
+    """matmul_plan.SplitLinear (column ranges of kernels.linear_columns on Python threads) == reference.linear."""
     from minie5.engine.matmul_plan import SplitLinear
     x, w, b = randn(m, 70), readonly(randn(n, 70, scale=0.1)), readonly(randn(n))
     out = np.full((m, n), np.nan, np.float32)  # every entry must be written
@@ -497,3 +497,15 @@ def test_workspace_shares_memory_only_between_the_two_halves_of_a_layer():
         for a, b in [(x, proj), (x, qkv), (x, context), (x, ffn), (proj, qkv), (proj, context), (proj, ffn)]:
             assert not np.shares_memory(a, b)
     assert work.capacity >= 11
+
+
+@pytest.mark.parametrize("n, m, dim, dtype", [(5, 130, 384, np.float32),  # m: two full tiles of 64 and a part
+                                              (1, 1, 13, np.float32), (7, 3, 16, np.float64), (0, 4, 8, np.float32)])
+def test_manhattan_distances_matches_reference(n, m, dim, dtype):
+    a, b = randn(n, dim).astype(dtype), randn(m, dim).astype(dtype)
+    b[:min(n, m)] = a[:min(n, m)]  # identical rows: distance exactly 0
+    out = np.full((n, m), np.nan, dtype=dtype)
+    kernels.manhattan_distances(a, b, out)
+    expected = reference.manhattan_distances(a, b)
+    np.testing.assert_allclose(out, expected, rtol=1e-7 if dtype == np.float32 else 1e-12)
+    assert (np.diagonal(out) == 0).all()

@@ -25,6 +25,11 @@ def st_quantize():
 
 
 @pytest.fixture(scope="module")
+def e5_minie5_st(e5_dir):
+    return minie5.SentenceTransformer(str(e5_dir))
+
+
+@pytest.fixture(scope="module")
 def e5_embeddings(e5_model):
     texts = (REPO / "tests" / "data" / "multilingual.txt").read_text(encoding="utf-8").splitlines()[:120]
     return e5_model.encode(texts, prefix="passage")  # [120, 384] float32, unit rows
@@ -83,11 +88,16 @@ def test_empty_input(st_quantize, precision):
     assert_identical(minie5.quantize_embeddings(empty, precision), st_quantize(empty, precision))
 
 
-def test_encode_precision_is_quantize_embeddings_of_encode(e5_model):
-    texts = ["query: one", "query: two", "query: three"]
-    floats = e5_model.encode(texts)
-    for precision in PRECISIONS:
-        assert_identical(e5_model.encode(texts, precision=precision), minie5.quantize_embeddings(floats, precision))
+@requires_torch
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_encode_precision_is_sentence_transformers_quantize_of_the_floats(st_quantize, e5_model, e5_minie5_st,
+                                                                         precision):
+    """Model.encode(precision=) and minie5.SentenceTransformer.encode(precision=) give sentence-transformers'
+    quantize_embeddings of the float embeddings of the same call (int8 / uint8 calibrated on them)."""
+    texts = (REPO / "tests" / "data" / "multilingual.txt").read_text(encoding="utf-8").splitlines()[200:230]
+    floats = e5_model.encode(texts, prefix="query")  # [30, 384]
+    assert_identical(e5_model.encode(texts, prefix="query", precision=precision), st_quantize(floats, precision))
+    assert_identical(e5_minie5_st.encode_query(texts, precision=precision), st_quantize(floats, precision))
 
 
 def test_bucket_arithmetic_by_hand():

@@ -62,6 +62,9 @@ class Server:
     def __init__(self, e5_dir, tmp_dir: Path, *flags: str, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # the id the server lists (docs/serving.md): the model directory's name, symbolic links resolved;
+        # "e5-small" in CI, whatever MINIE5_E5_SMALL_DIR points at elsewhere
+        self.model_id = Path(e5_dir).resolve().name
         self.stderr_path = tmp_dir / f"server-{self.port}.err"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
@@ -196,17 +199,17 @@ def test_health_and_models(server):
     assert server.health_before_ready == {503}  # the port opens before the model is loaded: 503 meanwhile
     models = server.client().models.list()
     ids = [m.id for m in models.data]
-    assert ids == ["e5-small", "e5-small-query", "e5-small-passage"]
+    assert ids == [server.model_id, server.model_id + "-query", server.model_id + "-passage"]
 
 
 def test_float_embeddings_equal_encode_with_passage_prefix(server, e5_model):
-    response = server.client().embeddings.create(model="e5-small", input=TEXTS, encoding_format="float",
+    response = server.client().embeddings.create(model=server.model_id, input=TEXTS, encoding_format="float",
                                                  extra_body={"input_type": "passage"})
     expected = e5_model.encode(TEXTS, prefix="passage")
     got = vectors(response)
     assert got.shape == expected.shape == (len(TEXTS), 384)
     assert cosines(got, expected).min() >= 0.99999
-    assert response.object == "list" and response.model == "e5-small"
+    assert response.object == "list" and response.model == server.model_id
     assert all(d.object == "embedding" for d in response.data)
     tokens = sum(token_count(e5_model, t, "passage: ") for t in TEXTS)
     assert response.usage.prompt_tokens == response.usage.total_tokens == tokens
@@ -214,11 +217,11 @@ def test_float_embeddings_equal_encode_with_passage_prefix(server, e5_model):
 
 def test_base64_is_the_clients_default_and_decodes_to_the_same_vectors(server, e5_model):
     # model name with "query" in it: the "query: " prefix
-    response = server.client().embeddings.create(model="e5-small-query", input=TEXTS)
+    response = server.client().embeddings.create(model=server.model_id + "-query", input=TEXTS)
     assert cosines(vectors(response), e5_model.encode_queries(TEXTS)).min() >= 0.99999
     # the wire format itself: little-endian float32, base64
     status, body, _ = request(server, "POST", "/v1/embeddings",
-                              {"model": "e5-small", "input": TEXTS[:2], "encoding_format": "base64"})
+                              {"model": server.model_id, "input": TEXTS[:2], "encoding_format": "base64"})
     assert status == 200
     rows = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in body["data"]]
     assert cosines(np.stack(rows), e5_model.encode(TEXTS[:2])).min() >= 0.99999
@@ -226,7 +229,7 @@ def test_base64_is_the_clients_default_and_decodes_to_the_same_vectors(server, e
 
 def test_one_string_and_input_type_none(server, e5_model):
     client = server.client()
-    response = client.embeddings.create(model="e5-small-passage", input=TEXTS[1],
+    response = client.embeddings.create(model=server.model_id + "-passage", input=TEXTS[1],
                                         extra_body={"input_type": "none"})  # input_type wins over the name
     assert len(response.data) == 1
     assert cosines(vectors(response), e5_model.encode([TEXTS[1]])).min() >= 0.99999
@@ -240,27 +243,27 @@ def test_token_id_inputs_equal_their_texts(server, e5_model):
     texts = TEXTS[:4]
     ids = [raw.encode(t, add_special_tokens=False).ids for t in texts]
     client = server.client()
-    response = client.embeddings.create(model="e5-small-query", input=ids, encoding_format="float")
+    response = client.embeddings.create(model=server.model_id + "-query", input=ids, encoding_format="float")
     assert cosines(vectors(response), e5_model.encode_queries(texts)).min() >= 0.99999
-    one = client.embeddings.create(model="e5-small", input=ids[1])  # one list of ints: one text
+    one = client.embeddings.create(model=server.model_id, input=ids[1])  # one list of ints: one text
     assert len(one.data) == 1
     assert cosines(vectors(one), e5_model.encode([texts[1]])).min() >= 0.99999
     assert one.usage.total_tokens == len(ids[1]) + 2  # <s> and </s>
 
 
 def test_dimensions_equal_to_the_model_dim_is_accepted(server, e5_model):
-    response = server.client().embeddings.create(model="e5-small", input=["hello"], dimensions=384)
+    response = server.client().embeddings.create(model=server.model_id, input=["hello"], dimensions=384)
     assert vectors(response).shape == (1, 384)
 
 
 def test_long_text_is_truncated_like_encode(server, e5_model):
     text = long_text(400)  # far over 512 tokens
     expected = e5_model.encode([text, "short"])
-    response = server.client().embeddings.create(model="e5-small", input=[text, "short"])
+    response = server.client().embeddings.create(model=server.model_id, input=[text, "short"])
     assert cosines(vectors(response), expected).min() >= 0.99999
     assert response.usage.total_tokens == 512 + token_count(e5_model, "short")
     ids = e5_model.tokenizer.backend.encode(text, add_special_tokens=False).ids  # all of them, over 512
-    tokens = server.client().embeddings.create(model="e5-small", input=[ids], encoding_format="float")
+    tokens = server.client().embeddings.create(model=server.model_id, input=[ids], encoding_format="float")
     assert cosines(vectors(tokens), expected[:1]).min() >= 0.99999
 
 
@@ -283,7 +286,7 @@ def test_concurrent_requests_get_their_own_rows(server, e5_model):
     requests = [[" ".join(words[(i + j) % len(words):][:3 + (5 * i + j) % 20]) + f" #{i}.{j}"
                  for j in range(1 + i % 4)] for i in range(16)]
     client = server.client()
-    alone = [vectors(client.embeddings.create(model="e5-small", input=texts)) for texts in requests]
+    alone = [vectors(client.embeddings.create(model=server.model_id, input=texts)) for texts in requests]
     shared_before = health(server)["batches_shared"]
     results, errors = [None] * len(requests), []
     barrier = threading.Barrier(len(requests))
@@ -291,7 +294,7 @@ def test_concurrent_requests_get_their_own_rows(server, e5_model):
     def send(i):
         try:
             barrier.wait()
-            results[i] = vectors(client.embeddings.create(model="e5-small", input=requests[i]))
+            results[i] = vectors(client.embeddings.create(model=server.model_id, input=requests[i]))
         except Exception as e:  # reported below
             errors.append(e)
 
@@ -362,7 +365,7 @@ def test_bad_request_bodies(server, case):
 
 def test_openai_client_raises_bad_request(server):
     with pytest.raises(openai.BadRequestError, match="384 dimensions"):
-        server.client().embeddings.create(model="e5-small", input=["a"], dimensions=100)
+        server.client().embeddings.create(model=server.model_id, input=["a"], dimensions=100)
 
 
 @pytest.mark.parametrize("method, path, status, allow", [
@@ -395,7 +398,7 @@ def test_api_key(server):
                                                  auth=False)
         assert assert_openai_error(body, status, 401)["code"] == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
-        server.client(api_key="wrong").embeddings.create(model="e5-small", input="a")
+        server.client(api_key="wrong").embeddings.create(model=server.model_id, input="a")
     assert request(server, "GET", "/v1/models", auth=False)[0] == 401
     assert request(server, "GET", "/health", auth=False)[0] == 200  # health needs no key
 
@@ -439,7 +442,7 @@ def test_slow_clients_do_not_stall_others(server, e5_model):
                        f"Content-Length: 100\r\n\r\n{{\"input\":".encode())  # 9 of 100 bytes
     try:
         started = time.monotonic()
-        response = server.client().embeddings.create(model="e5-small", input=["still served"])
+        response = server.client().embeddings.create(model=server.model_id, input=["still served"])
         assert time.monotonic() - started < CLIENT_TIMEOUT  # not behind the stalled clients
         assert cosines(vectors(response), e5_model.encode(["still served"])).min() >= 0.99999
         for s in (header_only, short_body):
@@ -455,7 +458,7 @@ def test_slow_clients_do_not_stall_others(server, e5_model):
 
 
 def test_request_log_lines(server):
-    server.client().embeddings.create(model="e5-small", input=["log me", "and me"])
+    server.client().embeddings.create(model=server.model_id, input=["log me", "and me"])
     request(server, "GET", "/nowhere")
     time.sleep(0.2)
     lines = server.stderr().splitlines()
@@ -506,9 +509,9 @@ def test_batcher_errors_become_500_and_503():
 # ---------------------------------------------------------------- flags
 def test_server_default_prefix_and_no_truncate(strict_server, e5_model):
     client = strict_server.client()
-    response = client.embeddings.create(model="e5-small", input=TEXTS)  # --prefix query
+    response = client.embeddings.create(model=strict_server.model_id, input=TEXTS)  # --prefix query
     assert cosines(vectors(response), e5_model.encode_queries(TEXTS)).min() >= 0.99999
-    plain = client.embeddings.create(model="e5-small", input=TEXTS, extra_body={"input_type": "none"})
+    plain = client.embeddings.create(model=strict_server.model_id, input=TEXTS, extra_body={"input_type": "none"})
     assert cosines(vectors(plain), e5_model.encode(TEXTS)).min() >= 0.99999
     status, body, _ = request(strict_server, "POST", "/v1/embeddings", {"input": ["short", long_text(400)]})
     error = assert_openai_error(body, status, 400)
@@ -517,7 +520,7 @@ def test_server_default_prefix_and_no_truncate(strict_server, e5_model):
     status, body, _ = request(strict_server, "POST", "/v1/embeddings", {"input": [[5] * 600]})
     assert "input[0] has 600 tokens" in assert_openai_error(body, status, 400)["message"]
     # exactly at the limit is fine: 507 ids + "query:" (3 ids) + <s> </s> = 512
-    response = client.embeddings.create(model="e5-small", input=[[2566] * 507])
+    response = client.embeddings.create(model=strict_server.model_id, input=[[2566] * 507])
     assert response.usage.total_tokens == 512
 
 

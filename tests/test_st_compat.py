@@ -9,8 +9,12 @@ sentence_transformers or minie5. Models are the local fixtures (the hub is
 unreachable): all-MiniLM-L6-v2 where the docs use it or a model we do not have,
 e5-small where they use an e5. Adaptations are marked "adapted:".
 
-sentence-transformers gets e5's prompts as an argument (the e5 repos declare
-none); minie5 supplies them itself for e5 models (minie5/integrations/sentence_transformers.py).
+Prompts: the e5 repositories declare none, and minie5 supplies e5's own for a
+model whose name says e5 (minie5/integrations/sentence_transformers.py).
+sentence-transformers reads them from the model directory, as it does for any
+model that declares prompts: it loads a copy of the e5 directory (links to its
+files) with a config_sentence_transformers.json that gives the prompts of e5's
+model card ("query: " / "passage: "), written out here, not taken from minie5.
 
 Outputs are compared by kind: embeddings by cosine per row (>= 0.99999),
 scores by max |difference|, quantised arrays element by element, the rest
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
+import tracemalloc
 import types
 import warnings
 
@@ -29,7 +34,6 @@ import pytest
 import minie5
 from conftest import requires_torch
 from helpers import REPO, load_script
-from minie5.integrations.sentence_transformers import E5_PROMPTS
 
 pytestmark = requires_torch
 
@@ -38,8 +42,29 @@ SCORE_TOL = 1e-5  # max |difference| of cosine / dot scores; distances: relative
 SETTINGS = ("prompts", "default_prompt_name", "similarity_fn_name", "max_seq_length", "truncate_dim")  # what snippets change
 
 
+# e5's model card: "Use "query: " and "passage: " correspondingly for asymmetric tasks"; sentence-transformers'
+# encode_document takes the "document" prompt, minie5's e5 prompts also name it "passage".
+E5_MODEL_CARD_PROMPTS = {"query": "query: ", "document": "passage: ", "passage": "passage: "}
+
+
 @pytest.fixture(scope="module")
-def libraries(e5_dir, minilm_dir):
+def e5_dir_with_prompts(e5_dir, tmp_path_factory):
+    """The e5 directory as a repository that declares its prompts: links to its files, and
+    config_sentence_transformers.json with the model card's prompts."""
+    import json
+
+    copy = tmp_path_factory.mktemp("st-prompts") / "multilingual-e5-small"
+    copy.mkdir()
+    for item in e5_dir.iterdir():
+        if item.name != "config_sentence_transformers.json":
+            (copy / item.name).symlink_to(item.resolve())
+    (copy / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": E5_MODEL_CARD_PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"}))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def libraries(e5_dir, e5_dir_with_prompts, minilm_dir):
     """(name, lib) for both libraries; lib.SentenceTransformer takes a hub id of the docs and loads our copy."""
     import sentence_transformers
 
@@ -50,12 +75,11 @@ def libraries(e5_dir, minilm_dir):
     loaded = {}  # sentence-transformers loads e5 in seconds: one model per (name, arguments), settings reset
 
     def st_model(name, **kwargs):
-        if local[name] == e5_dir:  # e5's files declare no prompts: give sentence-transformers minie5's
-            kwargs["prompts"] = {**E5_PROMPTS, **kwargs.get("prompts", {})}
         kwargs.pop("trust_remote_code", None)  # nomic's remote code is not needed for the MiniLM stand-in
+        directory = e5_dir_with_prompts if local[name] == e5_dir else local[name]  # e5: prompts from the files
         key = (name, repr(sorted(kwargs.items())))
         if key not in loaded:
-            model = sentence_transformers.SentenceTransformer(str(local[name]), device="cpu", **kwargs)
+            model = sentence_transformers.SentenceTransformer(str(directory), device="cpu", **kwargs)
             loaded[key] = (model, {attribute: copy.copy(getattr(model, attribute)) for attribute in SETTINGS})
         model, settings = loaded[key]
         for attribute, value in settings.items():  # as loaded, whatever an earlier snippet changed
@@ -338,3 +362,88 @@ def test_snippet_gives_what_sentence_transformers_gives(snippet, libraries):
     figures = [f"{key}: {compare(kind, ours[key][1], theirs[key][1])}" for key, (kind, _) in theirs.items()]
     print(f"parity st-compat {snippet.__name__}: " + "; ".join(figures) +
           f" (minie5 {timings['minie5']:.1f} s, sentence-transformers {timings['sentence-transformers']:.1f} s)")
+
+
+# ---------------------------------------------------------------- distances at scale
+def distance_cases(n: int, m: int, seed: int = 23) -> tuple[np.ndarray, np.ndarray]:
+    """Unit rows as embeddings are, [n, 384] and [m, 384] float32: a quarter of b copies rows of a (distance
+    exactly 0), a quarter is those rows moved by about 2e-3 (where |a|^2 + |b|^2 - 2ab cancels), the rest random."""
+    rng = np.random.default_rng(seed)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    a, b = unit(rng.normal(size=(n, 384))), unit(rng.normal(size=(m, 384)))
+    quarter = min(n, m) // 4
+    b[:quarter] = a[:quarter]
+    b[quarter:2 * quarter] = unit(a[quarter:2 * quarter] + rng.normal(scale=1e-4, size=(quarter, 384)))
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def minilm_st(minilm_dir):
+    return minie5.SentenceTransformer(str(minilm_dir))
+
+
+def sentence_transformers_scores(name: str, a, b, pairwise: bool = False) -> np.ndarray:
+    """sentence-transformers' own function for a similarity name, on float64 copies of the arrays.
+
+    float64, because its float32 euclidean (torch.cdist's matmul form) is itself
+    about 1e-3 from the exact distance for vectors close together: the figure
+    printed as "sentence-transformers float32".
+    """
+    from sentence_transformers import SimilarityFunction
+    from sentence_transformers.util import pairwise_euclidean_sim, pairwise_manhattan_sim
+
+    function = ({"euclidean": pairwise_euclidean_sim, "manhattan": pairwise_manhattan_sim}[name] if pairwise
+                else SimilarityFunction.to_similarity_fn(name))
+    return as_numpy(function(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)))
+
+
+@pytest.mark.parametrize("name", ["euclidean", "manhattan"])
+def test_distances_equal_sentence_transformers(minilm_st, name):
+    a, b = distance_cases(300, 200)
+    minilm_st.similarity_fn_name = name
+    ours = minilm_st.similarity(a, b)
+    theirs = sentence_transformers_scores(name, a, b)
+    assert ours.shape == (300, 200) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    assert np.abs(ours[np.arange(50), np.arange(50)]).max() <= 1e-7  # the copied rows: 0, within float64 rounding
+    ours64 = minilm_st.similarity(a.astype(np.float64), b.astype(np.float64))
+    assert ours64.dtype == np.float64
+    np.testing.assert_allclose(ours64, theirs, rtol=0, atol=1e-7)  # both float64: the cancellation near 0, 1e-8
+    halves = minilm_st.similarity(a[:20].astype(np.float16), b[:20].astype(np.float16))  # float32, as in ST
+    assert halves.dtype == np.float32
+    np.testing.assert_allclose(halves, sentence_transformers_scores(name, a[:20].astype(np.float16),
+                                                                    b[:20].astype(np.float16)), rtol=0, atol=1e-5)
+    pairs = minilm_st.similarity_pairwise(a[:200], b)
+    np.testing.assert_allclose(pairs, sentence_transformers_scores(name, a[:200], b, pairwise=True), rtol=0, atol=1e-5)
+    from sentence_transformers import SimilarityFunction
+    st_float32 = as_numpy(SimilarityFunction.to_similarity_fn(name)(a, b))
+    print(f"parity st-compat {name} [300, 200]: max|diff| {np.abs(ours - theirs).max():.1e} (float64 input "
+          f"{np.abs(ours64 - theirs).max():.1e}; sentence-transformers float32 "
+          f"{np.abs(st_float32 - theirs).max():.1e})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["euclidean", "manhattan"])
+def test_distances_of_4000_by_4000_in_bounded_memory(minilm_st, name):
+    """The [4000, 4000] scores without the [4000, 4000, 384] array of differences (24.6 GB in float32)."""
+    a, b = distance_cases(4000, 4000)
+    minilm_st.similarity_fn_name = name
+    minilm_st.similarity(a[:2], b[:2])  # compile the manhattan kernel outside the measurement
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        ours = minilm_st.similarity(a, b)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]  # NumPy reports its array buffers to tracemalloc
+    finally:
+        tracemalloc.stop()
+    difference_array = 4000 * 4000 * 384 * 4
+    assert peak <= ours.nbytes + 100 * 2**20, peak  # the [4000, 4000] result (61 MiB) and blocks of at most 100 MiB
+    theirs = sentence_transformers_scores(name, a, b)
+    diff = float(np.abs(ours - theirs).max())
+    assert diff <= 1e-5, diff
+    print(f"parity st-compat {name} [4000, 4000]: max|diff| {diff:.1e}, peak memory {peak / 2**20:.0f} MiB "
+          f"(the difference array: {difference_array / 2**30:.1f} GiB), minie5 {seconds:.1f} s")

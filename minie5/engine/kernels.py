@@ -209,7 +209,7 @@ def linear(x, weight, bias, out):
 def linear_columns(x, weight, bias, out, j0, j1):
     """out[:, j0:j1] = x @ weight[j0:j1].T + bias[j0:j1], on the calling thread.  Twin: reference.linear.
 
-    The serial piece of matmul.SplitLinear, which gives each of its threads one
+    The serial piece of matmul_plan.SplitLinear, which gives each of its threads one
     range of output columns (one slice of the weight to read). nogil: the Python
     threads that call it run at the same time, with no Numba thread pool to wake.
     """
@@ -508,6 +508,29 @@ def cls_pool(hidden, seq_starts, out):
 POOLERS = {"mean": mean_pool, "cls": cls_pool, "max": max_pool}
 
 
+# ---------------------------------------------------------------- distances between embeddings
+DISTANCE_TILE = 64  # rows of b per tile: 64 x 384 float32 = 96 KB, kept in L2 while every row of a passes
+
+
+@njit(cache=True, nogil=True, fastmath=REORDER_SUMS)
+def manhattan_distances(a, b, out):
+    """out[i, j] = sum over k of |a[i, k] - b[j, k]|, summed in float64.  Twin: reference.manhattan_distances.
+
+    a: [n, dim], b: [m, dim] -> out: [n, m] (the caller's array, the only large one). Serial and
+    nogil: no thread pool is entered, so any thread may call it (minie5.SentenceTransformer.similarity).
+    """
+    n, dim = a.shape
+    m = b.shape[0]
+    for j0 in range(0, m, DISTANCE_TILE):
+        j1 = min(m, j0 + DISTANCE_TILE)
+        for i in range(n):
+            for j in range(j0, j1):
+                total = 0.0
+                for k in range(dim):
+                    total += abs(np.float64(a[i, k]) - np.float64(b[j, k]))
+                out[i, j] = total
+
+
 # ---------------------------------------------------------------- serial twins
 # The same kernels compiled without parallel=True (prange runs as range), for batches of a
 # few tokens (one short query), where waking Numba's thread pool for each of about 100
@@ -526,7 +549,7 @@ def _serial_twin(kernel):
 
 
 SERIAL = types.SimpleNamespace(
-    embed=_serial_twin(embed), attention=_serial_twin(attention),  # no linear: see matmul.SplitLinear
+    embed=_serial_twin(embed), attention=_serial_twin(attention),  # no linear: see matmul_plan.SplitLinear
     add_layer_norm=_serial_twin(add_layer_norm), gelu=_serial_twin(gelu),
     POOLERS={name: _serial_twin(pool) for name, pool in POOLERS.items()},
 )

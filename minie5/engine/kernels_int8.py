@@ -7,7 +7,7 @@ An int8 model's linear layer (reference_int8.linear has the maths) runs as
                     out = float32(acc) * (x_scales w_scales^T) + bias
 
 on weights repacked at load (pack: PackedMatrix), and Int8Linear splits that
-over threads, as matmul.SplitLinear and blas.BlasLinear do for float weights.
+over threads, as matmul_plan.SplitLinear and blas.BlasLinear do for float weights.
 The integer sums are exact, so every kernel equals its NumPy twin bit for bit,
 float output included (no fastmath here: nothing is reordered or fused), and a
 row's result never depends on the batch, the thread count or where the row sits.

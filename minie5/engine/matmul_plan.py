@@ -4,7 +4,7 @@
     "auto"    SplitLinear, Numba attention (serial)         BlasLinear, BlasAttention (sgemm)
     "numba"   SplitLinear, Numba attention (serial)         kernels.linear, kernels.attention
     "blas"    BlasLinear, BlasAttention                     BlasLinear, BlasAttention
-    int8      the linear layers whose weight is int8 run on int8.Int8Linear, output columns split
+    int8      the linear layers whose weight is int8 run on kernels_int8.Int8Linear, output columns split
               over the threads below SERIAL_TOKENS, rows from there; attention (and any weight
               left in float32) as the matmul setting says
 
@@ -45,7 +45,7 @@ class Plan(NamedTuple):
 def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
     """The two plans of a matmul setting: (below SERIAL_TOKENS tokens, from SERIAL_TOKENS on).
 
-    quantize="int8": the same plans with int8.Int8Linear in front of the linear engine.
+    quantize="int8": the same plans with kernels_int8.Int8Linear in front of the linear engine.
     """
     if matmul not in MATMULS:
         raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")

@@ -2,7 +2,7 @@
 
 The fast path splits each big step of a forward pass (a matmul, attention) into
 one piece per Numba thread: the calling thread computes one piece and the
-pool's workers the others (matmul.SplitLinear, blas.BlasLinear,
+pool's workers the others (matmul_plan.SplitLinear, blas.BlasLinear,
 blas.BlasAttention). The pieces are nogil Numba kernels or numpy sgemm calls,
 so the threads really run in parallel.
 

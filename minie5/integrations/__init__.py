@@ -22,6 +22,16 @@ def require(module: str, package: str, extra: str, adapter: str):
                           f"pip install \"minie5[{extra}]\"") from e
 
 
+def model_to_load(model_name_or_path, model_name, default: str, adapter: str):
+    """The model an adapter loads: its positional argument or model_name= (the keyword of LangChain's and
+    LlamaIndex's own embedding classes), not both; neither gives the default."""
+    if model_name_or_path is not None and model_name is not None:
+        raise TypeError(f"{adapter}() got the model twice ({str(model_name_or_path)!r} and "
+                        f"model_name={str(model_name)!r}); give one")
+    chosen = model_name_or_path if model_name_or_path is not None else model_name
+    return default if chosen is None else chosen
+
+
 def check_strings(texts, what: str) -> list:
     """A list (or tuple) of str -> a list; TypeError naming the first item that is not a str."""
     if isinstance(texts, str) or not isinstance(texts, (list, tuple)):

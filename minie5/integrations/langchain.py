@@ -3,7 +3,7 @@
     from langchain_core.vectorstores import InMemoryVectorStore
     from minie5.integrations.langchain import Minie5Embeddings
 
-    embeddings = Minie5Embeddings("intfloat/multilingual-e5-small")
+    embeddings = Minie5Embeddings("intfloat/multilingual-e5-small")   # or model_name="..."
     store = InMemoryVectorStore(embeddings)
     store.add_texts(["Berlin is the capital of Germany.", "Photosynthesis makes sugar from light."])
     store.similarity_search("how do plants make sugar", k=1)
@@ -14,10 +14,9 @@ Needs langchain-core: pip install "minie5[langchain]".
 """
 from __future__ import annotations
 
-import asyncio
 import os
 
-from . import check_string, check_strings, require
+from . import check_string, check_strings, model_to_load, require
 
 Embeddings = require("langchain_core.embeddings", "langchain-core", "langchain",
                      "minie5.integrations.langchain").Embeddings
@@ -26,17 +25,24 @@ from ..model import DEFAULT_MODEL, load  # noqa: E402  (after the check that nam
 
 
 class Minie5Embeddings(Embeddings):
-    """A minie5 model behind LangChain's Embeddings interface (sync and async)."""
+    """A minie5 model behind LangChain's Embeddings interface.
 
-    def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, *, batch_size: int = 32,
-                 **load_options):
-        """model_name_or_path and load_options (revision, backend, matmul) as minie5.load takes them;
-        batch_size: texts per forward pass."""
-        self.model = load(model_name_or_path, **load_options)  # the minie5.Model doing the work
+    The async methods are Embeddings' own (aembed_documents / aembed_query run
+    embed_documents / embed_query in the event loop's default executor, a worker
+    thread): minie5 would do nothing else, so they are not written again here.
+    """
+
+    def __init__(self, model_name_or_path: str | os.PathLike | None = None, *,
+                 model_name: str | os.PathLike | None = None, batch_size: int = 32, **load_options):
+        """model_name_or_path (or model_name=, as in LangChain's HuggingFaceEmbeddings) and load_options
+        (revision, backend, matmul) as minie5.load takes them; batch_size: texts per forward pass."""
+        model = model_to_load(model_name_or_path, model_name, DEFAULT_MODEL, "Minie5Embeddings")
+        self.model = load(model, **load_options)  # the minie5.Model doing the work
+        self.model_name = str(model)  # the hub id or directory, as given
         self.batch_size = batch_size
 
     def __repr__(self) -> str:
-        return f"Minie5Embeddings({str(self.model.model_dir)!r})"
+        return f"Minie5Embeddings({self.model_name!r})"
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Texts -> one embedding (a list of floats) each, with the passage prompt."""
@@ -46,11 +52,3 @@ class Minie5Embeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         """One text -> its embedding, with the query prompt."""
         return self.model.encode_queries(check_string(text, "embed_query"), batch_size=self.batch_size).tolist()
-
-    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        """embed_documents in a worker thread, so the event loop keeps running (minie5 encodes thread-safely)."""
-        return await asyncio.to_thread(self.embed_documents, texts)
-
-    async def aembed_query(self, text: str) -> list[float]:
-        """embed_query in a worker thread."""
-        return await asyncio.to_thread(self.embed_query, text)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from . import check_string, check_strings, require
+from . import check_string, check_strings, model_to_load, require
 
 BaseEmbedding = require("llama_index.core.embeddings", "llama-index-core", "llama-index",
                         "minie5.integrations.llama_index").BaseEmbedding
@@ -31,12 +31,15 @@ class Minie5Embedding(BaseEmbedding):
 
     _model = PrivateAttr()  # the minie5.Model doing the work
 
-    def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, *, embed_batch_size: int = 32,
-                 callback_manager=None, num_workers: int | None = None, **load_options):
-        """model_name_or_path and load_options (revision, backend, matmul) as minie5.load takes them;
-        embed_batch_size: texts per encode call (LlamaIndex batches nodes by it)."""
-        model = load(model_name_or_path, **load_options)
-        super().__init__(model_name=str(model_name_or_path), embed_batch_size=embed_batch_size,
+    def __init__(self, model_name_or_path: str | os.PathLike | None = None, *,
+                 model_name: str | os.PathLike | None = None, embed_batch_size: int = 32, callback_manager=None,
+                 num_workers: int | None = None, **load_options):
+        """model_name_or_path (or model_name=, as in LlamaIndex's HuggingFaceEmbedding) and load_options
+        (revision, backend, matmul) as minie5.load takes them; embed_batch_size: texts per encode call
+        (LlamaIndex batches nodes by it). self.model_name is the hub id or directory as given."""
+        name = model_to_load(model_name_or_path, model_name, DEFAULT_MODEL, "Minie5Embedding")
+        model = load(name, **load_options)
+        super().__init__(model_name=str(name), embed_batch_size=embed_batch_size,
                          callback_manager=callback_manager, num_workers=num_workers)
         self._model = model
 

@@ -81,19 +81,60 @@ def as_matrix(embeddings, what: str) -> np.ndarray:
         array = array[None, :]
     if array.ndim != 2:
         raise ValueError(f"{what} must be [n, dim] or [dim], got shape {list(array.shape)}")
-    return array.astype(np.float32) if array.dtype.kind != "f" else array
+    if array.dtype.kind != "f" or array.dtype.itemsize < 4:  # integers, float16: float32, as sentence-transformers
+        array = array.astype(np.float32)
+    return array
 
 
 def similarity_matrix(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[n, dim] x [m, dim] -> [n, m] scores: cosine, dot product, or minus the euclidean / manhattan distance."""
+    """[n, dim] x [m, dim] -> [n, m] scores: cosine, dot product, or minus the euclidean / manhattan distance.
+
+    The distances never build the [n, m, dim] array of differences (10,000 x 10,000
+    texts at 384 dimensions would be 150 GB): besides the [n, m] result, memory
+    holds one block of rows (euclidean) or nothing (manhattan).
+    """
     if name == "cosine":
         return l2_normalize(a) @ l2_normalize(b).T
     if name == "dot":
         return a @ b.T
-    difference = a[:, None, :] - b[None, :, :]  # [n, m, dim]
     if name == "euclidean":
-        return -np.sqrt((difference * difference).sum(axis=-1))
-    return -np.abs(difference).sum(axis=-1)  # manhattan
+        return -euclidean_distances(a, b)
+    from ..engine.kernels import manhattan_distances  # Numba: imported on first use, not by `import minie5`
+    distances = np.empty((len(a), len(b)), dtype=score_dtype(a, b))  # [n, m]
+    manhattan_distances(np.ascontiguousarray(a), np.ascontiguousarray(b), distances)
+    return np.negative(distances, out=distances)
+
+
+def score_dtype(a: np.ndarray, b: np.ndarray) -> np.dtype:
+    """float32 for float32 (or narrower) embeddings, float64 if either is float64, as sentence-transformers."""
+    return np.result_type(a, b, np.float32)
+
+
+DISTANCE_BLOCK_BYTES = 16 << 20  # euclidean_distances' float64 work per block of rows: 16 MB
+
+
+def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[n, dim] x [m, dim] -> [n, m]: |a_i - b_j| = sqrt(|a_i|^2 + |b_j|^2 - 2 a_i.b_j), a block of rows at a time.
+
+    In float64: in float32 the three terms cancel for close vectors (|a - b|^2 of
+    unit vectors 1e-4 apart is 1e-8, below float32's rounding of 2), and the
+    square root would turn that rounding into an error of 3e-4. Rounding can still
+    leave a tiny negative square, hence the clip at 0.
+    """
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    a_squares = (a64 * a64).sum(axis=1)  # [n]
+    b_squares = (b64 * b64).sum(axis=1)  # [m]
+    distances = np.empty((len(a), len(b)), dtype=score_dtype(a, b))  # [n, m]
+    rows = max(1, DISTANCE_BLOCK_BYTES // (8 * max(1, len(b))))
+    for start in range(0, len(a), rows):
+        stop = min(len(a), start + rows)
+        squares = a64[start:stop] @ b64.T  # [rows, m]: a_i.b_j
+        squares *= -2.0
+        squares += a_squares[start:stop, None]
+        squares += b_squares[None, :]
+        np.maximum(squares, 0.0, out=squares)
+        distances[start:stop] = np.sqrt(squares, out=squares)
+    return distances
 
 
 def similarity_pairs(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
