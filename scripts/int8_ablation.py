@@ -2,7 +2,7 @@
 """What each int8 choice costs in quality: the ablation table of docs/performance.md ("int8").
 
     python scripts/int8_ablation.py --model DIR              # every row (about 20 minutes on 2 cores)
-    python scripts/int8_ablation.py --model DIR --ort        # plus ONNX Runtime's dynamic int8, for comparison
+    python scripts/int8_ablation.py --model DIR --ort        # plus ONNX Runtime float32 (a check) and its dynamic int8
     python scripts/int8_ablation.py --model DIR --rows shipped,int8-row
 
 Every row embeds the whole test corpus (tests/data/multilingual.txt: the 2,700
@@ -161,21 +161,30 @@ def ablation_model(float_model, row: Row):
     return model
 
 
-def ort_int8_embeddings(model_dir: Path, tokenizer) -> tuple[np.ndarray, str]:
-    """ONNX Runtime's dynamic int8 (bench.py's ort-int8 engine) on the corpus, same token ids and prefixes."""
+def ort_embeddings(engine_name: str, float_model) -> tuple[np.ndarray, str]:
+    """ONNX Runtime (bench.py's "ort" or "ort-int8" engine) on the corpus: the token ids minie5 embeds.
+
+    The texts get the model's own prompts for "query" and "passage" (as
+    embed_corpus's encode(prefix=...) gives them) and are cut to the model's
+    max_length (512 for e5, 256 for all-MiniLM-L6-v2), so both engines see the
+    same ids. The "ort" float32 row checks that: its cosine to minie5 float32
+    must be about 1.
+    """
     sys.path.insert(0, str(REPO / "scripts"))
     import bench
+    model_dir, tokenizer, config = Path(float_model.model_dir), float_model.tokenizer, float_model.config
     cache_root = Path(os.environ.get("MINIE5_BENCH_CACHE", Path.home() / ".cache" / "minie5-bench")).expanduser()
-    onnx_path, note = bench.prepare_onnx(Path(model_dir), cache_root, allow_export=True)
+    onnx_path, note = bench.prepare_onnx(model_dir, cache_root, allow_export=True)
     if onnx_path is None:
         raise SystemExit(f"--ort: no ONNX model: {note}")
-    engine = bench.make_engine("ort-int8", onnx_path)
+    engine = bench.make_engine(engine_name, onnx_path)
     engine.import_libs()
     engine.load(model_dir)
     lines = CORPUS.read_text(encoding="utf-8").split("\n")[:-1]
-    texts = ["query: " + t for t in lines[:SHORT_LINES]] + ["passage: " + t for t in lines[SHORT_LINES:]]
-    ids, _ = tokenizer.encode(texts, 512)
-    out = np.empty((len(ids), 384), np.float32)
+    texts = ([config.prompt("query") + t for t in lines[:SHORT_LINES]]
+             + [config.prompt("passage") + t for t in lines[SHORT_LINES:]])
+    ids, _ = tokenizer.encode(texts, tokenizer.max_length)
+    out = np.empty((len(ids), config.hidden_size), np.float32)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # batches of similar lengths, as minie5's
     for start in range(0, len(order), 32):
         rows = order[start:start + 32]
@@ -219,7 +228,9 @@ def main(argv=None) -> int:
             model = ablation_model(float_model, row)
         report(f"{row.label}; int8: {blocks}", embed_corpus(model))
     if args.ort:
-        embeddings, described = ort_int8_embeddings(float_model.model_dir, float_model.tokenizer)
+        embeddings, described = ort_embeddings("ort", float_model)
+        report(f"ONNX Runtime float32, the check that both engines embed the same ids ({described})", embeddings)
+        embeddings, described = ort_embeddings("ort-int8", float_model)
         report(f"ONNX Runtime quantize_dynamic(per_channel=True, QInt8) ({described})", embeddings)
     print(f"({time.perf_counter() - t0:.0f} s in all)")
     return 0

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from allowed_skips import SkipPolicy, in_ci
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TOOLS = REPO.parent / "shared" / "tools"
 CACHE = Path(os.environ.get("MINIE5_TEST_CACHE", Path.home() / ".cache" / "minie5-tests"))
@@ -81,6 +83,13 @@ def have_torch() -> bool:
 
 
 requires_torch = pytest.mark.skipif(not have_torch(), reason="torch + transformers not installed")
+
+
+# ---------------------------------------------------------------- skips in CI
+def pytest_configure(config):
+    """In CI (CI=true) a skip not listed in tests/allowed_skips.py fails: it may hide a broken install."""
+    if in_ci():
+        config.pluginmanager.register(SkipPolicy(), "minie5-skip-policy")
 
 
 # ---------------------------------------------------------------- parity figures
