@@ -23,7 +23,6 @@ has the commands and measured figures.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -460,6 +459,6 @@ def parse_ks(value: str) -> tuple[int, ...]:
         ks = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
     except ValueError:
         raise ValueError(f"expected positive integers separated by commas, got {value!r}") from None
-    if not ks or any(k < 1 for k in ks) or math.inf in ks:
+    if not ks or any(k < 1 for k in ks):
         raise ValueError(f"expected positive integers separated by commas, got {value!r}")
     return ks
