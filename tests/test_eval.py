@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +124,18 @@ def test_settings_side_by_side(e5_dir, tmp_path, capsys):
     results = json.loads(report.read_text())["results"]
     assert [r["settings"]["max_length"] for r in results] == [64, 5]
     assert results[0]["metrics"] == pytest.approx(TINY_BY_HAND, abs=1e-6)
+
+
+def test_metric_library_imported_only_by_the_eval_command():
+    """The command line imports pytrec_eval only when `minie5 eval` runs; without it, the error names the extra."""
+    code = ("import sys, minie5, minie5.cli.main, minie5.cli.evaluate; "
+            "assert 'pytrec_eval' not in sys.modules and 'mteb' not in sys.modules; "
+            "sys.modules['pytrec_eval'] = None; "
+            f"sys.exit(minie5.cli.main.main(['eval', {str(TINY)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert 'minie5 eval needs pytrec_eval, which is not installed' in result.stderr
+    assert 'pip install "minie5[eval]"' in result.stderr
 
 
 # ---------------------------------------------------------------- bad input
