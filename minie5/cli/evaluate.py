@@ -250,8 +250,8 @@ def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str,
 
     run: query id -> {corpus id: score} (the documents retrieved). nDCG, Recall and MAP are trec_eval's
     ndcg_cut.k, recall.k and map_cut.k; MRR@k is trec_eval's recip_rank on the run cut to its k best
-    documents (trec_eval has no cut for it; this is how MS MARCO's MRR@10 is computed with it). trec_eval
-    ranks by score, ties by document id, as mteb and BEIR do.
+    documents (trec_eval has no cut for it, so the run is cut first). trec_eval
+    ranks by score, ties by document id.
     """
     from ..errors import MissingExtraError
     try:

@@ -10,6 +10,7 @@
     minie5 info intfloat/multilingual-e5-small                  # architecture and parameters per block
     minie5 serve --port 8000                                     # OpenAI-compatible /v1/embeddings
     minie5 quantize intfloat/multilingual-e5-small -o e5-int8    # an int8 model directory (--quantize int8)
+    minie5 eval mrtydi-sw/ --quantize none --quantize int8        # retrieval scores, BEIR layout (cli/evaluate.py)
 
 `embed` reads texts from its arguments, from a file (-i FILE: one text per
 line; JSON Lines with --field) or from stdin, and writes their embeddings to
