@@ -221,6 +221,7 @@ def test_llama_index_refuses_what_is_not_text(llama_embedding, call, message):
 @pytest.mark.parametrize("module, blocked, command", [
     ("minie5.integrations.langchain", "langchain_core", 'pip install "minie5[langchain]"'),
     ("minie5.integrations.llama_index", "llama_index", 'pip install "minie5[llama-index]"'),
+    ("minie5.integrations.mteb", "mteb", 'pip install "minie5[mteb]"'),
 ])
 def test_a_missing_extra_names_its_pip_command(module, blocked, command):
     """Python without the framework (its import blocked with sys.modules[name] = None, as if not installed)."""
@@ -229,4 +230,3 @@ def test_a_missing_extra_names_its_pip_command(module, blocked, command):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert command in result.stdout and "not installed" in result.stdout, result.stdout
-

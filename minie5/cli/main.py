@@ -10,6 +10,7 @@
     minie5 info intfloat/multilingual-e5-small                  # architecture and parameters per block
     minie5 serve --port 8000                                     # OpenAI-compatible /v1/embeddings
     minie5 quantize intfloat/multilingual-e5-small -o e5-int8    # an int8 model directory (--quantize int8)
+    minie5 eval mrtydi-sw/ --quantize none --quantize int8        # retrieval scores, BEIR layout (cli/evaluate.py)
 
 `embed` reads texts from its arguments, from a file (-i FILE: one text per
 line; JSON Lines with --field) or from stdin, and writes their embeddings to
@@ -42,7 +43,7 @@ import numpy as np
 
 from ..version import __version__
 from ..errors import InputError, Minie5Error, Minie5Warning
-from ..io.files import (STDIN, ResumableNpy, TextFile, read_calibration, saved_index, saving_npy, write_blocks_jsonl,
+from ..io.files import (STDIN, atomic_path, ResumableNpy, TextFile, read_calibration, saved_index, saving_npy, write_blocks_jsonl,
                     write_jsonl_file, write_npy, write_quantized_npy)
 from ..model import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL, LONG_MODES, load
 from ..embedding_precision import PRECISIONS, SCALAR_PRECISIONS
@@ -433,6 +434,97 @@ def one_line(text: str) -> str:
     return text.translate({9: " ", 10: " ", 11: " ", 12: " ", 13: " ", 0x85: " ", 0x2028: " ", 0x2029: " "})
 
 
+# ---------------------------------------------------------------- eval
+def add_eval_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="retrieval scores (nDCG, MRR, Recall, MAP) on a data set in the BEIR layout",
+        description="Embed the judged queries of DATA_DIR/queries.jsonl (query prompt) and every document of "
+                    "DATA_DIR/corpus.jsonl (title + \" \" + text, passage prompt), search the corpus exactly for "
+                    "each query, and print nDCG@k, MRR@k, Recall@k and MAP@k against DATA_DIR/qrels/SPLIT.tsv, "
+                    "computed by pytrec_eval (pip install \"minie5[eval]\"). Several --quantize / --max-length "
+                    "values, or --compare, are evaluated side by side in one pass over the corpus. "
+                    "docs/evaluation.md.")
+    parser.add_argument("data_dir", metavar="DATA_DIR",
+                        help="corpus.jsonl ({_id, title, text}), queries.jsonl ({_id, text}) and qrels/SPLIT.tsv "
+                             "(query-id, corpus-id, score, after a header line)")
+    parser.add_argument("--split", default="test", help="the qrels file to score against: qrels/SPLIT.tsv "
+                                                        "(default: test)")
+    add_model_argument(parser)
+    parser.add_argument("--quantize", choices=("none",) + QUANTIZE_MODES, action="append", default=None,
+                        help="int8: quantise the model's weights to int8 at load; none: as stored (default). "
+                             "Repeat to compare: --quantize none --quantize int8")
+    parser.add_argument("--max-length", type=positive_int, action="append", default=None, metavar="TOKENS",
+                        help="tokens per text, <s> and </s> included (default: the model's). Repeat to compare")
+    parser.add_argument("--long", choices=LONG_MODES, default="truncate",
+                        help="texts longer than --max-length: 'truncate' (default) or 'window' (the mean of "
+                             "windows covering all of the text)")
+    parser.add_argument("--binary", action="store_true",
+                        help="search the binary index of the corpus (one bit per dimension) and rescore "
+                             f"k x {RESCORE_MULTIPLIER} candidates in float, as `minie5 search --binary`")
+    parser.add_argument("--compare", action="store_true",
+                        help="evaluate float32, int8 (--quantize int8) and float32 with --binary side by side")
+    parser.add_argument("-k", default="10,100", metavar="K[,K...]",
+                        help="the cut-offs of the metrics (default: 10,100); the search keeps the largest")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write the metrics, the settings and the seconds taken to FILE (JSON)")
+    parser.add_argument("--allow-missing-ids", action="store_true",
+                        help="judgements naming a query or document absent from the files are left out with a "
+                             "warning (default: an error)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                        help="texts per forward pass (default: 32)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar; warnings are still printed")
+    parser.set_defaults(run=run_eval, parser=parser)
+
+
+def eval_settings(args: argparse.Namespace) -> list:
+    """The columns of `minie5 eval`: every --quantize x every --max-length, or --compare's three."""
+    from .evaluate import Setting
+    if args.compare:
+        if args.quantize or args.binary:
+            args.parser.error("--compare sets --quantize and --binary itself: give neither with it")
+        return [Setting(None, length, args.long, binary) if not q else Setting(q, length, args.long, False)
+                for length in (args.max_length or [None])
+                for q, binary in ((None, False), ("int8", False), (None, True))]
+    quantizes = [None if q == "none" else q for q in dict.fromkeys(args.quantize or ["none"])]
+    lengths = list(dict.fromkeys(args.max_length or [None]))
+    return [Setting(q, length, args.long, args.binary) for q in quantizes for length in lengths]
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import time
+    from . import evaluate
+
+    start = time.perf_counter()
+    try:
+        ks = evaluate.parse_ks(args.k)
+    except ValueError as e:
+        args.parser.error(f"-k: {e}")
+    settings = eval_settings(args)
+    evaluate.retrieval_metrics({"q": {"d": 1}}, {"q": {"d": 1.0}}, (1,))  # the metric library is there: fail now
+    if args.json and not Path(args.json).absolute().parent.is_dir():
+        raise InputError(f"--json {args.json}: the directory {Path(args.json).absolute().parent} does not exist")
+    data = evaluate.read_retrieval_data(args.data_dir, args.split, args.allow_missing_ids, warn)
+    name = args.model or default_model()
+    results = evaluate.evaluate(data, lambda quantize: load_model(name, quantize), settings, ks,
+                                batch_size=args.batch_size, show_progress=progress_setting(args))
+    prompts = results[0]["prompts"]  # the model's, whatever the setting
+    seconds = time.perf_counter() - start
+    print(f"{data.data_dir} (split {data.split}): {len(data.query_ids)} judged queries"
+          f"{f' of {data.queries_in_file}' if data.queries_in_file != len(data.query_ids) else ''}, "
+          f"{len(data.corpus_ids)} documents, {sum(len(j) for j in data.qrels.values())} judgements")
+    print(f"model {name}; prompts: query {prompts['query']!r}, passage {prompts['passage']!r}; "
+          f"metrics by {evaluate.metric_library()}")
+    print("\n".join(evaluate.format_table(results)))
+    sys.stdout.flush()
+    if args.json:
+        report = evaluate.json_report(data, name, prompts, ks, results, seconds)
+        with atomic_path(Path(args.json)) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if not args.quiet:
+            info(f"wrote {args.json}")
+    return 0
+
+
 # ---------------------------------------------------------------- info
 def add_info_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -579,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     add_embed_parser(subparsers)
     add_search_parser(subparsers)
+    add_eval_parser(subparsers)
     add_info_parser(subparsers)
     add_serve_parser(subparsers)
     add_quantize_parser(subparsers)

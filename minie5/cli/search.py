@@ -40,10 +40,45 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
+class RunningTopK:
+    """The k best corpus rows of each query, kept while corpus blocks go past one at a time.
+
+    Memory is [q, k + block rows] whatever the size of the corpus. Ties keep
+    corpus order, as top_k over all the scores at once would: the rows kept so
+    far come before the block's, and the sort is stable.
+    """
+
+    def __init__(self, queries: np.ndarray, k: int):
+        self.queries = queries  # [q, dim]
+        self.k = k
+        self.rows = np.empty((len(queries), 0), dtype=np.int64)  # [q, <= k] best rows so far, best first
+        self.scores = np.empty((len(queries), 0), dtype=np.float32)  # [q, <= k] their scores
+        self.seen = 0  # corpus rows scored so far
+
+    def add(self, block: np.ndarray) -> None:
+        """Score the next corpus rows [b, dim] against every query and keep the k best of each."""
+        scores = (block @ self.queries.T).T  # [b, dim] x [dim, q] -> [q, b]
+        rows = np.broadcast_to(np.arange(self.seen, self.seen + len(block)), scores.shape)  # [q, b]
+        all_scores = np.concatenate([self.scores, scores], axis=1)  # [q, kept + b]
+        all_rows = np.concatenate([self.rows, rows], axis=1)
+        best = np.argsort(-all_scores, axis=1, kind="stable")[:, :self.k]  # [q, <= k]
+        self.scores = np.take_along_axis(all_scores, best, axis=1)
+        self.rows = np.take_along_axis(all_rows, best, axis=1)
+        self.seen += len(block)
+
+    def results(self) -> list[list[tuple[int, float]]]:
+        """Per query, its k (row, score) best first."""
+        return [[(int(i), float(s)) for i, s in zip(rows, scores)] for rows, scores in zip(self.rows, self.scores)]
+
+
 def float_search(blocks, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-    """Exact search: corpus blocks [b, dim] (in order) x queries [q, dim] -> per query, k (row, score) best first."""
-    scores = np.concatenate([block @ queries.T for block in blocks])  # [rows, q]
-    return [[(int(i), float(scores[i, j])) for i in top_k(scores[:, j], k)] for j in range(len(queries))]
+    """Exact search: corpus blocks [b, dim] (in order) x queries [q, dim] -> per query, k (row, score) best first.
+
+    One block of scores at a time (RunningTopK): memory does not grow with the corpus."""
+    top = RunningTopK(queries, k)
+    for block in blocks:
+        top.add(np.asarray(block))
+    return top.results()
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@
                               (exported as minie5.SentenceTransformer)
     langchain.py              Minie5Embeddings, a langchain_core Embeddings   pip install "minie5[langchain]"
     llama_index.py            Minie5Embedding, a llama_index BaseEmbedding    pip install "minie5[llama-index]"
+    mteb.py                   Minie5Encoder, a model for mteb 2.x             pip install "minie5[mteb]"
 
-The LangChain and LlamaIndex adapters need their extra each, and `import minie5` imports neither
-framework. May import minie5.model and what it stands on. docs/integrations.md has an example of each.
+The LangChain, LlamaIndex and mteb adapters need their extra each, and `import minie5` imports none of
+those frameworks. May import minie5.model and what it stands on. docs/integrations.md has an example of
+each (mteb: docs/evaluation.md).
 """
 from __future__ import annotations
 
