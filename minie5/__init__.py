@@ -16,7 +16,7 @@ Where things are (docs/architecture.md, "Where things are", has the full table):
     checkpoint/           the model files: config, hub download, safetensors, parameter table, int8 directories
     engine/               the fast path: FastEncoder on Numba kernels (float32, int8) and sgemm
     io/                   text inputs, .npy / .jsonl outputs, resumable files, the progress bar
-    integrations/         sentence-transformers' API (SentenceTransformer), LangChain, LlamaIndex
+    integrations/         sentence-transformers' API (SentenceTransformer), LangChain, LlamaIndex, mteb
     distributed/          Ray Data: minie5.distributed and `minie5 embed --ray` (the `ray` extra)
     cli/                  the `minie5` command and `minie5 serve`
 
