@@ -383,6 +383,25 @@ def test_cli_resume_after_the_driver_is_killed(cluster, tiny, texts, expected, t
     print(f"ray resume: {counts['before']} rows written before the kill, {counts['embedded']} embedded by --resume")
 
 
+def test_cli_quantize_int8_equals_load_int8_and_a_resume_with_another_quantize_is_refused(cluster, tiny, texts,
+                                                                                          expected, tmp_path):
+    """--quantize int8 on the Ray path embeds with minie5.load(..., quantize="int8") (not float32, silently), and
+    the job record holds it: a --resume without it would mix float32 rows into an int8 output."""
+    inputs = write_jsonl_files(tmp_path / "in", texts[:600], parts=2)
+    out = tmp_path / "out"
+    command = ["embed", "--ray", cluster.address, "-i", inputs, "-o", out, "--model", tiny, "--field", "body",
+               "--id-field", "doc", "--quantize", "int8"]
+    result = run_cli(*command)
+    assert result.returncode == 0, result.stderr
+    int8 = minie5.load(tiny, quantize="int8").encode(texts[:600])
+    table = read_outdir(out)
+    check_once_and_equal(table.column("id").to_pylist(), vectors_of(table), int8, rows_of=lambda doc: int(doc[4:]))
+    assert np.max(np.abs(int8 - expected[None][:600])) > 1e-4  # the int8 model differs from the float32 one
+    assert json.loads((out / "_minie5_job.json").read_text())["quantize"] == "int8"
+    refused = run_cli(*command[:-2], "--resume")
+    assert "holds the output of another job (--quantize: 'int8' then, None now)" in refused.error_line()
+
+
 def test_cli_bad_row_names_file_and_line(cluster, tiny, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
