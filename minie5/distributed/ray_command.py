@@ -375,7 +375,7 @@ def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> in
         removed = remove_duplicates(outdir, input_ids, rows)
     with stages.timing("summary"):
         code = summarize(outdir, input_ids, rows, before, actors, seconds, removed, quiet)
-    info(stages.line(), quiet)
+    info(stages.line())
     return code
 
 
