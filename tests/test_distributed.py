@@ -161,6 +161,45 @@ def worked(stats) -> list:
     return [actor for actor in ray.get(stats.summary.remote()) if actor["rows"]]
 
 
+# ---------------------------------------------------------------- the actor, without a cluster
+def test_embedder_holds_the_node_lock_only_for_the_fetch_and_the_first_compile(tiny, monkeypatch):
+    """Per job and node, only the first actor warms up (compiles) under the node lock; the next actors of the
+    job warm up outside it, at the same time. The truncation count comes from the encoder: one text of 22
+    tokens cut to 8, one of 3 tokens not."""
+    import contextlib
+    import types
+    import uuid
+    from minie5.distributed import ray_data
+
+    state, warm_ups_locked = {"locked": False}, []
+    real_lock, real_warm_up = ray_data.node_lock, ray_data.Embedder._warm_up
+
+    @contextlib.contextmanager
+    def watched_lock(name):
+        with real_lock(name) as lock:
+            state["locked"] = True
+            try:
+                yield lock
+            finally:
+                state["locked"] = False
+
+    monkeypatch.setattr(ray_data, "node_lock", watched_lock)
+    monkeypatch.setattr(ray_data.Embedder, "_warm_up",
+                        lambda self: warm_ups_locked.append(state["locked"]) or real_warm_up(self))
+    figures = []
+    stats = types.SimpleNamespace(record=types.SimpleNamespace(remote=lambda key, **f: figures.append(f)))
+    job = uuid.uuid4().hex
+    first = ray_data.Embedder(str(tiny), job=job, stats=stats, max_length=8)
+    ray_data.Embedder(str(tiny), job=job)
+    ray_data.Embedder(str(tiny), job=uuid.uuid4().hex)  # another job: its first actor compiles under the lock
+    assert warm_ups_locked == [True, False, True]
+    out = first(pa.table({"text": ["w5 " * 20, "w6"]}))
+    assert [(f["rows"], f["truncated"]) for f in figures] == [(2, 1)]
+    with pytest.warns(minie5.TruncationWarning, match="1 of 2 texts"):  # encode() counts the same one
+        expected = minie5.load(tiny).encode(["w5 " * 20, "w6"], max_length=8)
+    assert np.max(np.abs(vectors_of(out) - expected)) <= TOLERANCE
+
+
 # ---------------------------------------------------------------- the Ray Data API
 def test_embed_dataset_on_two_actors_equals_encode(cluster, tiny, texts, expected, tmp_path):
     """Two actors start at once on an empty NUMBA_CACHE_DIR: one compiles, and the cache they leave is sound."""
