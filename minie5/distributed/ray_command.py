@@ -204,27 +204,22 @@ def collect_ids(shards: list, scans: list, spec: sh.ReadSpec) -> pa.Array | None
                              f"{typed[0][1].path} and {kind[pa.types.is_integer(id_type)]} in {shard.path}; they "
                              f"must be of one type")
     ids = pa.chunked_array([scan.ids for scan in scans if scan.ids is not None]).combine_chunks()
-    runs, order = repeated_runs(ids)
-    if len(runs):
-        start = runs[np.argmin(order[runs])]  # the repeated id that appears first in the input
-        first, second = int(order[start]), int(order[start + 1])
-        raise InputError(f"--id-field {spec.id_field}: the id {ids[first].as_py()!r} appears more than once: "
+    again = repeated_ids(ids)
+    if len(again):  # the first row whose id came before: name it and that earlier row
+        second = int(again[0])
+        first = int(pc.index_in(ids.slice(second, 1), value_set=ids)[0].as_py())
+        repeated = len(pc.unique(ids.take(pa.array(again))))
+        raise InputError(f"--id-field {spec.id_field}: the id {ids[second].as_py()!r} appears more than once: "
                          f"{sh.describe_row(shards, spec, first)} and {sh.describe_row(shards, spec, second)}"
-                         f" ({len(runs)} id{'s' if len(runs) > 1 else ''} repeated); ids must be unique")
+                         f" ({repeated} id{'s' if repeated > 1 else ''} repeated); ids must be unique")
     return ids
 
 
-def repeated_runs(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Duplicates by one stable sort (less memory than a hash table: about 8 bytes per id and a sorted copy):
-    the sorted positions where a run of equal ids starts, and the sort order (input rows, in sorted order)."""
-    order = pc.sort_indices(ids).to_numpy()  # stable: equal ids in input order
-    if len(ids) < 2:
-        return np.zeros(0, dtype=np.int64), order
-    sorted_ids = ids.take(order)
-    same = pc.equal(sorted_ids.slice(1), sorted_ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
-    del sorted_ids
-    starts = same & ~np.concatenate([[False], same[:-1]])  # same[i]: sorted i and i + 1 are equal
-    return np.flatnonzero(starts), order
+def repeated_ids(ids: pa.Array) -> np.ndarray:
+    """The rows whose id an earlier row has too, in row order: one hash set of the ids (index_in gives each id
+    the row of its first occurrence), linear in the rows and about 20 bytes per id at its peak."""
+    first = pc.index_in(ids, value_set=ids).to_numpy(zero_copy_only=False)
+    return np.flatnonzero(first != np.arange(len(ids)))
 
 
 # ---------------------------------------------------------------- the job
