@@ -217,7 +217,7 @@ def collect_ids(shards: list, scans: list, spec: sh.ReadSpec) -> pa.Array | None
 
 def repeated_ids(ids: pa.Array) -> np.ndarray:
     """The rows whose id an earlier row has too, in row order: one hash set of the ids (index_in gives each id
-    the row of its first occurrence), linear in the rows and about 20 bytes per id at its peak."""
+    the row of its first occurrence), in time linear in the rows."""
     first = pc.index_in(ids, value_set=ids).to_numpy(zero_copy_only=False)
     return np.flatnonzero(first != np.arange(len(ids)))
 
