@@ -24,6 +24,7 @@ def test_ray_scale_runs_a_job_and_a_resumed_one(capsys):
     assert list(plain["stages"]) == list(scale.STAGES)
     assert all(s["seconds"] >= 0 and s["peak_rss_mib"] > 50 for s in plain["stages"].values())
     assert plain["stages"]["writing"]["seconds"] > 0 and plain["peak_rss_mib"] > 50
-    assert 0 <= resumed["before"] < 400  # a stop once 4 of 8 files were written, then --resume completed it
+    # SIGINT once 4 of 8 files are written (at 400 rows the job may finish first), then --resume completes it
+    assert 0 <= resumed["before"] <= 400
     assert [m["kind"] for m in figures["id_memory"]] == ["int", "string"]
     assert "| 400 | --id-field |" in printed and "(--resume, " in printed and "MiB per million ids" in printed
