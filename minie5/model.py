@@ -225,14 +225,27 @@ class Model:
         items = [texts] if single else texts
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
-        check_texts(items)
-        options = self._options(batch_size, normalize, prefix, backend, long, max_length)
-        with Progress(show_progress, total=len(items)) as progress:
-            out, truncated = self._embed_texts(list(items), options, progress)
-        warn_truncated(truncated, len(items), options.max_length)
+        out, truncated = self.encode_counted(list(items), batch_size, normalize, prefix, backend, long=long,
+                                             max_length=max_length, show_progress=show_progress)
+        warn_truncated(truncated, len(items), max_length or self.tokenizer.max_length)
         if precision != "float32":
             out = quantize_embeddings(out, precision)  # [n, hidden] int8 / uint8, or [n, hidden / 8] bits
         return out[0] if single else out
+
+    def encode_counted(self, texts: list, batch_size: int = 32, normalize: bool | None = None,
+                       prefix: str | None = None, backend: str | None = None, *, long: str = "truncate",
+                       max_length: int | None = None, show_progress=False) -> tuple[np.ndarray, int]:
+        """A list of str -> (float32 [n, hidden], how many texts were truncated), without a warning.
+
+        encode() for a caller that reports the truncations itself (the Ray
+        actors add them up over a job); options as in encode().
+        """
+        if not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
+        check_texts(texts)
+        options = self._options(batch_size, normalize, prefix, backend, long, max_length)
+        with Progress(show_progress, total=len(texts)) as progress:
+            return self._embed_texts(list(texts), options, progress)
 
     def encode_chunks(self, texts, batch_size: int = 32, normalize: bool | None = None, prefix: str | None = None,
                       backend: str | None = None, *, long: str = "truncate", max_length: int | None = None,

@@ -3,6 +3,7 @@ and what embedding 100 M passages would cost.
 
     python scripts/ray_bench.py --model DIR                          # 20,000 passages of ~100 tokens, 2 rounds
     python scripts/ray_bench.py --model DIR --rounds 3 --ray-threads 1 2 --json figures.json
+    python scripts/ray_bench.py --model DIR --lines 2000 --scaling   # 1x1, 2x1, 1x2 actors x threads
 
 The corpus: --lines passages (default 20,000) of about --tokens tokens each
 (default 100, counted with the model's tokenizer, <s> and </s> included),
@@ -22,6 +23,14 @@ command's closing summary). Ray's texts/s over the embedding phase alone
 single process's in the same round; the spread over rounds is given, since
 the machine may be shared. The first round also checks that both outputs
 hold the same vectors (max |difference| over all rows, by id).
+
+--scaling measures how the speed grows with actors and threads on the same
+corpus: the single process with one Numba thread (NUMBA_NUM_THREADS=1, one
+BLAS thread) and with every core, and `--ray local --actors A
+--threads-per-actor T` for 1 actor x 1 thread, 2 actors x 1 thread and 1
+actor x 2 threads (--configs to choose others). Each engine's efficiency is
+its texts/s over (the one-thread single process's texts/s x the cores it
+used): 1.0 is linear growth from one core.
 
 The cost table extrapolates from the measured --ray texts/s per core (embedding
 phase): core-hours for --cost-passages passages (default 100 M), and the wall
@@ -108,6 +117,41 @@ def compare(npy: Path, outdir: Path) -> float:
     return float(np.max(np.abs(vectors - single[ids])))
 
 
+def engines_for(args, base: list[str]) -> dict:
+    """engine name -> (command for an output directory, cores it uses, extra environment)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    engines = {"single": (lambda out: base + ["-o", str(out / "x.npy"), "-q"], cores, {})}
+    if args.scaling:
+        one_thread = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                      "MKL_NUM_THREADS": "1"}
+        engines["single-1t"] = (lambda out: base + ["-o", str(out / "x.npy"), "-q"], 1, one_thread)
+        for config in args.configs:
+            actors, threads = map(int, config.split("x"))
+            engines[f"ray-{actors}x{threads}"] = (
+                lambda out, a=actors, t=threads: base + ["--ray", "local", "-o", str(out / "outdir"), "--actors",
+                                                         str(a), "--threads-per-actor", str(t)], actors * threads, {})
+        return engines
+    for threads in args.ray_threads:
+        engines[f"ray-{threads}"] = (lambda out, t=threads: base + ["--ray", "local", "-o", str(out / "outdir"),
+                                                                    "--threads-per-actor", str(t)], cores, {})
+    return engines
+
+
+def scaling_table(rounds: list, engines: dict) -> list[str]:
+    """texts/s per engine (median over rounds) and the efficiency against the one-thread single process."""
+    base = float(np.median([res["single-1t"]["texts_per_s"] for res in rounds]))
+    lines = ["| engine | cores | texts/s (whole command), per round | Ray's embedding phase | efficiency vs "
+             "1 thread (whole command) | efficiency (embedding phase) |", "|---|---|---|---|---|---|"]
+    for name, (_, cores, _) in engines.items():
+        rates = [res[name]["texts_per_s"] for res in rounds]
+        phase = [res[name].get("phase_texts_per_s") for res in rounds]
+        efficiency = float(np.median(rates)) / (base * cores)
+        phase_eff = f"{float(np.median(phase)) / (base * cores):.2f}" if phase[0] else ""
+        lines.append(f"| {name} | {cores} | {', '.join(f'{x:.1f}' for x in rates)} | "
+                     f"{', '.join(f'{x:.1f}' for x in phase) if phase[0] else ''} | {efficiency:.2f} | {phase_eff} |")
+    return lines
+
+
 def cost_table(per_core: float, passages: float, node_cores: list, node_counts: list) -> list[str]:
     core_hours = passages / per_core / 3600
     lines = [f"{passages / 1e6:g} M passages at {per_core:.1f} texts/s per core: {core_hours:,.0f} core-hours", "",
@@ -130,6 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=2, help="rounds, each running every engine once")
     parser.add_argument("--ray-threads", type=int, nargs="+", default=[1],
                         help="--threads-per-actor values to run (default 1: one actor per core)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="compare actors x threads (--configs) and the single process at 1 thread and all cores")
+    parser.add_argument("--configs", nargs="+", default=["1x1", "2x1", "1x2"], help="--scaling: ACTORSxTHREADS")
     parser.add_argument("--cost-passages", type=float, default=100e6)
     parser.add_argument("--node-cores", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--node-counts", type=int, nargs="+", default=[1, 10, 100])
@@ -144,10 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         mean_tokens = build_corpus(corpus, args.lines, args.tokens, args.model)
         base = [sys.executable, "-m", "minie5", "embed", "-i", str(corpus), "--model", args.model,
                 "--prefix", "passage"]
-        engines = {"single": lambda out: base + ["-o", str(out / "x.npy"), "-q"]}  # --ray: its summary is read
-        for threads in args.ray_threads:
-            engines[f"ray-{threads}"] = lambda out, t=threads: base + ["--ray", "local", "-o", str(out / "outdir"),
-                                                                      "--threads-per-actor", str(t)]
+        engines = engines_for(args, base)  # --ray: its summary is read
         print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} CPUs "
               f"({platform.processor() or platform.machine()}), Python {platform.python_version()}; corpus "
               f"{args.lines} passages, {mean_tokens:.1f} tokens each on average", flush=True)
@@ -158,9 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
             for name in order:
                 out = work / f"round{r}-{name}"
                 out.mkdir()
-                result = run(engines[name](out), env)
+                command, _, extra_env = engines[name]
+                result = run(command(out), {**env, **extra_env})
                 result["texts_per_s"] = args.lines / result["seconds"]
-                if name != "single":
+                if name.startswith("ray"):
                     result.update(parse_ray(result["stderr"]))
                     result["phase_texts_per_s"] = result["written"] / result["phase_seconds"]
                 del result["stderr"]
@@ -169,14 +214,14 @@ def main(argv: list[str] | None = None) -> dict:
                       f"load {result['load']:.2f}", flush=True)
             if r == 0:
                 for name in engines:
-                    if name != "single":
+                    if name.startswith("ray"):
                         results[name]["max_diff_to_single"] = compare(work / "round0-single" / "x.npy",
                                                                       work / f"round0-{name}" / "outdir")
             for name in list(engines)[1:]:
                 results[name]["ratio"] = results[name]["texts_per_s"] / results["single"]["texts_per_s"]
             rounds.append(results)
             for name in engines:
-                if name != "single":
+                if name.startswith("ray"):
                     shutil.rmtree(work / f"round{r}-{name}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -188,21 +233,29 @@ def main(argv: list[str] | None = None) -> dict:
     for name in engines:
         rates = [res[name]["texts_per_s"] for res in rounds]
         ratio = ", ".join(f"{res[name]['ratio']:.2f}" for res in rounds) if name != "single" else "1"
-        phase = ", ".join(f"{res[name]['phase_texts_per_s']:.1f}" for res in rounds) if name != "single" else ""
-        if name == "single":
+        phase = ", ".join(f"{res[name]['phase_texts_per_s']:.1f}" for res in rounds) if name.startswith("ray") else ""
+        if not name.startswith("ray"):
             rss = f"{max(res[name]['peak_rss'] for res in rounds) / 2**20:.0f} MiB"
         else:
             rss = ", ".join(f"{a['peak_rss_mib']} MiB ({a['rows']} rows)" for a in rounds[-1][name]["actors"])
         print(f"| {name} | {', '.join(f'{x:.1f}' for x in rates)} | {ratio} | {phase} | {rss} |")
-    for name in list(engines)[1:]:
+    for name in [name for name in engines if name.startswith("ray")]:
         print(f"{name}: max |difference| to the single process's vectors, by id: "
               f"{rounds[0][name]['max_diff_to_single']:.1e}")
-    ray_name = list(engines)[1]
+    figures = {"rounds": rounds, "mean_tokens": mean_tokens, "lines": args.lines}
+    if args.scaling:
+        print()
+        print("\n".join(scaling_table(rounds, engines)))
+    # the cost table: from the Ray engine that uses every core (2 actors x 1 thread with --scaling)
+    ray_name = next((name for name in engines if name.startswith("ray") and name.endswith("x1")
+                     and len([a for a in rounds[-1][name]["actors"]]) > 1), None) or next(
+        name for name in engines if name.startswith("ray"))
     cores = sum(int(a["threads"].split("/")[0]) for a in rounds[-1][ray_name]["actors"])
     per_core = float(np.median([res[ray_name]["phase_texts_per_s"] for res in rounds])) / cores
+    figures["per_core"] = per_core
     print()
+    print(f"cost table from {ray_name}:")
     print("\n".join(cost_table(per_core, args.cost_passages, args.node_cores, args.node_counts)))
-    figures = {"rounds": rounds, "mean_tokens": mean_tokens, "lines": args.lines, "per_core": per_core}
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
     return figures

@@ -161,6 +161,45 @@ def worked(stats) -> list:
     return [actor for actor in ray.get(stats.summary.remote()) if actor["rows"]]
 
 
+# ---------------------------------------------------------------- the actor, without a cluster
+def test_embedder_holds_the_node_lock_only_for_the_fetch_and_the_first_compile(tiny, monkeypatch):
+    """Per job and node, only the first actor warms up (compiles) under the node lock; the next actors of the
+    job warm up outside it, at the same time. The truncation count comes from the encoder: one text of 22
+    tokens cut to 8, one of 3 tokens not."""
+    import contextlib
+    import types
+    import uuid
+    from minie5.distributed import ray_data
+
+    state, warm_ups_locked = {"locked": False}, []
+    real_lock, real_warm_up = ray_data.node_lock, ray_data.Embedder._warm_up
+
+    @contextlib.contextmanager
+    def watched_lock(name):
+        with real_lock(name) as lock:
+            state["locked"] = True
+            try:
+                yield lock
+            finally:
+                state["locked"] = False
+
+    monkeypatch.setattr(ray_data, "node_lock", watched_lock)
+    monkeypatch.setattr(ray_data.Embedder, "_warm_up",
+                        lambda self: warm_ups_locked.append(state["locked"]) or real_warm_up(self))
+    figures = []
+    stats = types.SimpleNamespace(record=types.SimpleNamespace(remote=lambda key, **f: figures.append(f)))
+    job = uuid.uuid4().hex
+    first = ray_data.Embedder(str(tiny), job=job, stats=stats, max_length=8)
+    ray_data.Embedder(str(tiny), job=job)
+    ray_data.Embedder(str(tiny), job=uuid.uuid4().hex)  # another job: its first actor compiles under the lock
+    assert warm_ups_locked == [True, False, True]
+    out = first(pa.table({"text": ["w5 " * 20, "w6"]}))
+    assert [(f["rows"], f["truncated"]) for f in figures] == [(2, 1)]
+    with pytest.warns(minie5.TruncationWarning, match="1 of 2 texts"):  # encode() counts the same one
+        expected = minie5.load(tiny).encode(["w5 " * 20, "w6"], max_length=8)
+    assert np.max(np.abs(vectors_of(out) - expected)) <= TOLERANCE
+
+
 # ---------------------------------------------------------------- the Ray Data API
 def test_embed_dataset_on_two_actors_equals_encode(cluster, tiny, texts, expected, tmp_path):
     """Two actors start at once on an empty NUMBA_CACHE_DIR: one compiles, and the cache they leave is sound."""
@@ -381,6 +420,25 @@ def test_cli_resume_after_the_driver_is_killed(cluster, tiny, texts, expected, t
     table = read_outdir(out)
     check_once_and_equal(table.column("id").to_pylist(), vectors_of(table), expected[None])
     print(f"ray resume: {counts['before']} rows written before the kill, {counts['embedded']} embedded by --resume")
+
+
+def test_cli_quantize_int8_equals_load_int8_and_a_resume_with_another_quantize_is_refused(cluster, tiny, texts,
+                                                                                          expected, tmp_path):
+    """--quantize int8 on the Ray path embeds with minie5.load(..., quantize="int8") (not float32, silently), and
+    the job record holds it: a --resume without it would mix float32 rows into an int8 output."""
+    inputs = write_jsonl_files(tmp_path / "in", texts[:600], parts=2)
+    out = tmp_path / "out"
+    command = ["embed", "--ray", cluster.address, "-i", inputs, "-o", out, "--model", tiny, "--field", "body",
+               "--id-field", "doc", "--quantize", "int8"]
+    result = run_cli(*command)
+    assert result.returncode == 0, result.stderr
+    int8 = minie5.load(tiny, quantize="int8").encode(texts[:600])
+    table = read_outdir(out)
+    check_once_and_equal(table.column("id").to_pylist(), vectors_of(table), int8, rows_of=lambda doc: int(doc[4:]))
+    assert np.max(np.abs(int8 - expected[None][:600])) > 1e-4  # the int8 model differs from the float32 one
+    assert json.loads((out / "_minie5_job.json").read_text())["quantize"] == "int8"
+    refused = run_cli(*command[:-2], "--resume")
+    assert "holds the output of another job (--quantize: 'int8' then, None now)" in refused.error_line()
 
 
 def test_cli_bad_row_names_file_and_line(cluster, tiny, tmp_path):

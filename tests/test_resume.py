@@ -94,10 +94,13 @@ def test_resume_refuses_another_job_and_a_run_without_it_starts_again(tiny, whol
     cfg = tiny_config(hidden=32, heads=4, layers=2, intermediate=64, vocab=200, max_positions=128)
     write_model_dir(other_model, cfg, numpy_weights(cfg, seed=6))
     refused = run_cli("embed", "-i", tiny["corpus"], "-o", output, "--model", other_model, "--resume")
-    assert "--resume: " in refused.error_line() and "was written by another job (model '" in refused.error_line()
+    assert "--resume: " in refused.error_line() and "was written by another job (--model: '" in refused.error_line()
     refused = run_cli("embed", "-i", tiny["corpus"], "-o", output, "--model", tiny["model"], "--resume",
                       "--prefix", "query")
-    assert "prefix 'none' then, 'query' now" in refused.error_line()
+    assert "--prefix: 'none' then, 'query' now" in refused.error_line()
+    refused = run_cli("embed", "-i", tiny["corpus"], "-o", output, "--model", tiny["model"], "--resume",
+                      "--quantize", "int8")  # float32 rows and int8 rows never mix in one output
+    assert "(--quantize: None then, 'int8' now)" in refused.error_line(), refused.stderr
     again = run_cli("embed", "-i", tiny["corpus"], "-o", output, "--model", tiny["model"])
     assert again.returncode == 0 and "of an earlier run: starting again (--resume continues it instead)" in again.stderr
     assert np.array_equal(np.load(output), whole)

@@ -222,6 +222,28 @@ def test_bad_parquet_inputs_name_the_file_and_row(tmp_path):
         scan_and_locate([str(broken)], spec)
 
 
+def test_parquet_scan_reads_the_text_only_where_the_metadata_has_no_null_count(tmp_path, monkeypatch):
+    """The scan's null check on the text comes from the row groups' statistics when the file has them."""
+    read = []
+    original = pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups",
+                        lambda self, groups, columns=None, **kw: read.append(columns) or original(self, groups, columns,
+                                                                                                  **kw))
+    table = pa.table({"text": [f"t{i}" for i in range(30)], "doc": [f"d{i}" for i in range(30)]})
+    with_stats = write_parquet(tmp_path / "stats.parquet", table, row_group_size=10)
+    shards, scans = scan_and_locate([with_stats], sh.ReadSpec("parquet", "text", "doc"))
+    assert read == [["doc"]] * 3 and [s.rows for s in scans] == [10, 10, 10]
+    assert pa.chunked_array([s.ids for s in scans]).to_pylist() == table.column("doc").to_pylist()
+    read.clear()
+    scan_and_locate([with_stats], sh.ReadSpec("parquet", "text", None))
+    assert read == []  # without --id-field, the metadata alone gives the rows and the nulls
+    no_stats = str(tmp_path / "no_stats.parquet")
+    pq.write_table(pa.table({"text": ["a", "b", None]}), no_stats, write_statistics=False)
+    with pytest.raises(InputError, match=r"no_stats.parquet: row index 2: the text in column 'text' is null"):
+        scan_and_locate([no_stats], sh.ReadSpec("parquet", "text", None))
+    assert read == [["text"]]
+
+
 # ---------------------------------------------------------------- OUTDIR
 def output_file(directory, name, ids, dim=3):
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(len(ids) * dim, dtype=np.float32)), dim)
@@ -239,7 +261,7 @@ def test_outdir_must_be_empty_or_the_same_job(tmp_path):
     with pytest.raises(InputError, match=r"holds the output of a minie5 job .*add --resume"):
         outdir.check(job, resume=False)
     outdir.check(job, resume=True)
-    with pytest.raises(InputError, match=r"holds the output of another job \(model: 'm' then, 'other' now\)"):
+    with pytest.raises(InputError, match=r"holds the output of another job \(--model: 'm' then, 'other' now\)"):
         outdir.check({**job, "model": "other"}, resume=True)
     other = tmp_path / "other"
     other.mkdir()
@@ -286,3 +308,29 @@ def test_summary_counts_missing_and_repeated_ids(tmp_path, capsys):
                      quiet=True)
     err = capsys.readouterr().err
     assert code == 2 and "2 ids missing (2, 3)" in err and "1 ids written more than once (1)" in err
+
+
+@pytest.mark.parametrize("ids", ["string", "int"])
+def test_id_bookkeeping_builds_one_hash_set_per_pass_whatever_the_number_of_files(tmp_path, monkeypatch, ids):
+    """Linear bookkeeping, counted: the ids of all of OUTDIR's files are looked up in the input's ids with one
+    pc.index_in (one hash set of the input ids) per pass, for 2 files as for 40 (not one per file)."""
+    from minie5.distributed import ray_command
+    from minie5.distributed.ray_command import OutputDir, remove_duplicates, summarize, written_rows
+
+    lookups = []
+    index_in = ray_command.pc.index_in
+    monkeypatch.setattr(ray_command.pc, "index_in", lambda *a, **kw: lookups.append(1) or index_in(*a, **kw))
+    rows = 4000
+    input_ids = pa.array([f"doc-{i}" for i in range(rows)] if ids == "string" else list(range(10**9, 10**9 + rows)))
+    for files in (2, 40):
+        outdir = OutputDir(str(tmp_path / f"out{files}"))
+        outdir.path.mkdir()
+        for number, part in enumerate(np.array_split(np.arange(rows), files)):
+            output_file(outdir.path, f"part-{number:03d}.parquet", input_ids.take(pa.array(part)))
+        output_file(outdir.path, "part-999.parquet", input_ids.take(pa.array([5])))  # one row written twice
+        lookups.clear()
+        found, unexpected = written_rows(outdir.written_ids()[0], input_ids, rows)
+        assert lookups == [1] and len(found) == rows + 1 and unexpected == []
+        assert remove_duplicates(outdir, input_ids, rows) == 1 and lookups == [1, 1]
+        assert summarize(outdir, input_ids, rows, before=0, actors=[], seconds=1.0, removed=1, quiet=True) == 0
+        assert lookups == [1, 1, 1]  # three passes, three hash sets, for 3 files as for 41

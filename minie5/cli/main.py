@@ -305,7 +305,8 @@ def embed_file_to_npy(args: argparse.Namespace, model, source: TextFile, options
     stat = os.stat(source.path)
     signature = {"input": str(Path(source.path).resolve()), "input_bytes": stat.st_size,
                  "input_mtime_ns": stat.st_mtime_ns, "field": args.field, "errors": args.errors,
-                 "model": str(model.model_dir.resolve()), "prefix": args.prefix, "normalize": not args.no_normalize,
+                 "model": str(model.model_dir.resolve()), "quantize": args.quantize, "prefix": args.prefix,
+                 "normalize": not args.no_normalize,
                  "max_length": args.max_length, "long": args.long}
     with ResumableNpy(args.output, total, model.config.hidden_size, signature) as output:
         start, why = output.start(args.resume)

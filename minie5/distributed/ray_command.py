@@ -23,6 +23,7 @@ redone. Row order in the files is not the input's: the id is the key.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,9 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from .ray_data import RESERVED_CPUS, embed_dataset, is_local_dir, job_stats  # MissingExtraError without ray
+from .ray_data import RESERVED_CPUS, embed_dataset, is_local_dir, job_stats, peak_rss  # MissingExtraError without ray
 from ..errors import InputError, Minie5Error
-from ..io.files import DEFAULT_FIELD
+from ..io.files import DEFAULT_FIELD, describe_differences
 
 import numpy as np  # noqa: E402 (after the import that names the missing extra)
 import pyarrow as pa  # noqa: E402
@@ -46,6 +47,15 @@ from . import shards as sh # noqa: E402
 MANIFEST = "_minie5_job.json"
 PARTIAL_DIR = "_minie5_partial"
 SHOWN_IDS = 5  # ids named in an error message
+# Failures of the cluster rather than of the job: another attempt goes on where this one stopped.
+RETRIED_ERRORS = tuple(getattr(ray.exceptions, name) for name in (
+    "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
+    "WorkerCrashedError", "ObjectReconstructionFailedError", "OutOfMemoryError") if hasattr(ray.exceptions, name))
+MAX_ATTEMPTS = 4
+RETRY_PAUSE = 5  # seconds between a failed attempt and the next
+FIGURES_WAIT = 10  # seconds the driver waits for the actors' last figures of an attempt (sent without waiting)
+# The stages of the driver's work, timed and printed at the end (scripts/ray_scale.py reads them).
+STAGES = ("scan", "id checks", "rows already done", "writing", "de-duplication", "summary")
 
 
 # ---------------------------------------------------------------- OUTDIR
@@ -81,10 +91,9 @@ class OutputDir:
                 raise InputError(f"-o {self.path}: holds files that no minie5 job wrote (no {MANIFEST}: "
                                  f"{', '.join(others[:3])}); --resume continues only a minie5 job's output")
             return
-        differs = [f"{key}: {recorded.get(key)!r} then, {job.get(key)!r} now"
-                   for key in sorted(set(recorded) | set(job)) if recorded.get(key) != job.get(key)]
+        differs = describe_differences(recorded, job)
         if differs:
-            raise InputError(f"-o {self.path}: holds the output of another job ({'; '.join(differs)}); --resume "
+            raise InputError(f"-o {self.path}: holds the output of another job ({differs}); --resume "
                              f"continues only the same command on the same input")
 
     def _read_manifest(self) -> dict | None:
@@ -128,8 +137,11 @@ class OutputDir:
 
 
 # ---------------------------------------------------------------- ids
+# Bookkeeping in time linear in the rows: the ids of all of OUTDIR's files are looked up in one call, so the
+# hash set of the input's ids is built once per pass, whatever the number of files; ids stay in Arrow and
+# NumPy arrays (the driver's memory per million ids is measured in docs/scale-out.md).
 def rows_of(written: pa.ChunkedArray, input_ids: pa.Array | None, rows: int) -> np.ndarray:
-    """The input row of each id of an output file, -1 for an id that is not in the input."""
+    """The input row of each id (any number of files' ids in one array), -1 for an id that is not in the input."""
     if input_ids is None:  # the ids are the row numbers
         if not pa.types.is_integer(written.type):
             return np.full(len(written), -1, dtype=np.int64)
@@ -137,22 +149,40 @@ def rows_of(written: pa.ChunkedArray, input_ids: pa.Array | None, rows: int) -> 
         found[(found < 0) | (found >= rows)] = -1
         return found
     try:
-        index = pc.index_in(written, value_set=input_ids)
+        index = pc.index_in(written, value_set=input_ids)  # one hash set of the input ids, for every chunk
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # ids of another type
         return np.full(len(written), -1, dtype=np.int64)
     return index.fill_null(-1).to_numpy().astype(np.int64)
 
 
+def rows_of_files(per_file: list, input_ids: pa.Array | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input row of every id of OUTDIR's files, file after file (-1: not in the input), and where each
+    file's ids start in it ([files + 1] offsets). One lookup per id type (one, unless a file was replaced)."""
+    lengths = [len(written) for _, written in per_file]
+    starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+    by_type = {}
+    for number, (_, written) in enumerate(per_file):
+        by_type.setdefault(written.type, []).append(number)
+    if len(by_type) == 1:  # as the job wrote them: one array of every file's chunks, no copy
+        id_type = next(iter(by_type))
+        chunks = [chunk for _, written in per_file for chunk in written.chunks]
+        return rows_of(pa.chunked_array(chunks, type=id_type), input_ids, rows), starts
+    found = np.full(int(starts[-1]), -1, dtype=np.int64)
+    for id_type, numbers in by_type.items():
+        chunks = [chunk for number in numbers for chunk in per_file[number][1].chunks]
+        where = np.concatenate([np.arange(starts[n], starts[n + 1]) for n in numbers])
+        found[where] = rows_of(pa.chunked_array(chunks, type=id_type), input_ids, rows)
+    return found, starts
+
+
 def written_rows(per_file: list, input_ids: pa.Array | None, rows: int) -> tuple[np.ndarray, list]:
     """The input row of every id in OUTDIR (an id may repeat), and up to SHOWN_IDS ids that are not in the input."""
-    found, unexpected = [np.zeros(0, dtype=np.int64)], []
-    for _, written in per_file:
-        rows_here = rows_of(written, input_ids, rows)
-        bad = rows_here < 0
-        if bad.any() and len(unexpected) < SHOWN_IDS:
-            unexpected += pc.filter(written, pa.array(bad)).slice(0, SHOWN_IDS).to_pylist()
-        found.append(rows_here[~bad])
-    return np.concatenate(found), unexpected[:SHOWN_IDS]
+    found, starts = rows_of_files(per_file, input_ids, rows)
+    unexpected = []
+    for number in np.unique(np.searchsorted(starts, np.flatnonzero(found < 0)[:SHOWN_IDS], side="right") - 1):
+        bad = found[starts[number]:starts[number + 1]] < 0
+        unexpected += pc.filter(per_file[number][1], pa.array(bad)).slice(0, SHOWN_IDS).to_pylist()
+    return (found[found >= 0] if unexpected else found), unexpected[:SHOWN_IDS]
 
 
 def id_of(row: int, input_ids: pa.Array | None):
@@ -174,15 +204,22 @@ def collect_ids(shards: list, scans: list, spec: sh.ReadSpec) -> pa.Array | None
                              f"{typed[0][1].path} and {kind[pa.types.is_integer(id_type)]} in {shard.path}; they "
                              f"must be of one type")
     ids = pa.chunked_array([scan.ids for scan in scans if scan.ids is not None]).combine_chunks()
-    counts = pc.value_counts(ids)
-    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-    if len(repeated):
-        value = repeated[0].as_py()
-        first, second = np.flatnonzero(pc.equal(ids, repeated[0]).to_numpy(zero_copy_only=False))[:2]
-        raise InputError(f"--id-field {spec.id_field}: the id {value!r} appears more than once: "
-                         f"{sh.describe_row(shards, spec, int(first))} and {sh.describe_row(shards, spec, int(second))}"
-                         f" ({len(repeated)} id{'s' if len(repeated) > 1 else ''} repeated); ids must be unique")
+    again = repeated_ids(ids)
+    if len(again):  # the first row whose id came before: name it and that earlier row
+        second = int(again[0])
+        first = int(pc.index_in(ids.slice(second, 1), value_set=ids)[0].as_py())
+        repeated = len(pc.unique(ids.take(pa.array(again))))
+        raise InputError(f"--id-field {spec.id_field}: the id {ids[second].as_py()!r} appears more than once: "
+                         f"{sh.describe_row(shards, spec, first)} and {sh.describe_row(shards, spec, second)}"
+                         f" ({repeated} id{'s' if repeated > 1 else ''} repeated); ids must be unique")
     return ids
+
+
+def repeated_ids(ids: pa.Array) -> np.ndarray:
+    """The rows whose id an earlier row has too, in row order: one hash set of the ids (index_in gives each id
+    the row of its first occurrence), in time linear in the rows."""
+    first = pc.index_in(ids, value_set=ids).to_numpy(zero_copy_only=False)
+    return np.flatnonzero(first != np.arange(len(ids)))
 
 
 # ---------------------------------------------------------------- the job
@@ -196,8 +233,8 @@ def job_record(args, inputs: list[str], spec: sh.ReadSpec) -> dict:
     return {"minie5_job": 1, "inputs": files, "format": spec.format, "field": spec.field, "id_field": spec.id_field,
             "keep_columns": list(spec.keep), "errors": spec.errors,
             "model": str(Path(model).expanduser().absolute()) if is_local_dir(model) else model,
-            "prefix": args.prefix, "normalize": not args.no_normalize, "max_length": args.max_length,
-            "long": args.long}
+            "quantize": args.quantize, "prefix": args.prefix, "normalize": not args.no_normalize,
+            "max_length": args.max_length, "long": args.long}
 
 
 def connect(address: str, quiet: bool) -> bool:
@@ -276,18 +313,51 @@ def run(args) -> int:
             ray.shutdown()
 
 
+class Stages:
+    """The driver's wall time, CPU time and peak RSS per stage of the job (STAGES), printed in one line at the end.
+
+    The CPU time is the driver's main thread's (time.thread_time): the work of
+    the stage itself, without Ray's threads in the process and without the
+    waits of a machine that other work shares.
+    """
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.cpu_seconds = dict.fromkeys(STAGES, 0.0)
+        self.peak_rss = dict.fromkeys(STAGES, 0)
+
+    @contextlib.contextmanager
+    def timing(self, stage: str):
+        started, cpu = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+            self.cpu_seconds[stage] += time.thread_time() - cpu
+            self.peak_rss[stage] = peak_rss()  # the process's high-water mark when the stage ends
+
+    def line(self) -> str:
+        return "driver: " + ", ".join(f"{stage} {self.seconds[stage]:.2f} s (cpu {self.cpu_seconds[stage]:.2f} s, "
+                                      f"peak RSS {self.peak_rss[stage] / 2**20:.0f} MiB)" for stage in STAGES)
+
+
 def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> int:
     quiet = args.quiet
-    scans = scan_all(shard_list, spec)
-    shard_list = sh.locate(shard_list, scans, spec)  # raises on the first bad row
-    warn_replaced(shard_list, scans, spec)
-    rows = sum(scan.rows for scan in scans)
-    input_ids = collect_ids(shard_list, scans, spec)
-    keep_schema = keep_columns_schema(inputs, shard_list, scans, spec)
+    stages = Stages()
+    with stages.timing("scan"):
+        scans = scan_all(shard_list, spec)
+        shard_list = sh.locate(shard_list, scans, spec)  # raises on the first bad row
+        warn_replaced(shard_list, scans, spec)
+        rows = sum(scan.rows for scan in scans)
+        keep_schema = keep_columns_schema(inputs, shard_list, scans, spec)
+    with stages.timing("id checks"):
+        input_ids = collect_ids(shard_list, scans, spec)
+        del scans  # their ids are in input_ids now
     info(f"{rows} rows in {len(inputs)} file{'s' if len(inputs) > 1 else ''} ({len(shard_list)} shards)", quiet)
 
     outdir.start(job)
-    done = done_rows(outdir, input_ids, rows, quiet)
+    with stages.timing("rows already done"):
+        done = done_rows(outdir, input_ids, rows, quiet)
     before = int(done.sum())
     if args.resume:
         info(f"resuming: {before} of {rows} rows are in {outdir.path}; embedding the other {rows - before}", quiet)
@@ -301,27 +371,45 @@ def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> in
             ray.shutdown()
             connect(args.ray, quiet)
         stats = job_stats()
+        failed = False
         try:
-            embed_rows(args, spec, keep_schema, items, outdir, stats)
+            with stages.timing("writing"):
+                embed_rows(args, spec, keep_schema, items, outdir, stats)
         except Exception as e:  # noqa: BLE001 (sorted out by job_error)
             error = job_error(e, retry=attempt < MAX_ATTEMPTS)
             if error is not None:
+                actors += attempt_figures(stats, attempt, 0)
                 raise error from e
+            failed = True
             info(f"attempt {attempt} failed ({one_line(e)}); in {RETRY_PAUSE} s attempt {attempt + 1} embeds the "
                  f"rows not yet in {outdir.path}")
             time.sleep(RETRY_PAUSE)  # dead tasks and nodes settle; no write of this attempt is left running
-        finally:
-            actors += attempt_figures(stats, attempt)
-        done = done_rows(outdir, input_ids, rows, quiet)
+        with stages.timing("rows already done"):
+            was = int(done.sum())
+            done = done_rows(outdir, input_ids, rows, quiet)
+        actors += attempt_figures(stats, attempt, 0 if failed else int(done.sum()) - was)
     seconds = time.perf_counter() - started
-    removed = remove_duplicates(outdir, input_ids, rows)
-    return summarize(outdir, input_ids, rows, before, actors, seconds, removed, quiet)
+    with stages.timing("de-duplication"):
+        removed = remove_duplicates(outdir, input_ids, rows)
+    with stages.timing("summary"):
+        code = summarize(outdir, input_ids, rows, before, actors, seconds, removed, quiet)
+    info(stages.line())
+    return code
 
 
-def attempt_figures(stats, attempt: int) -> list:
-    """What the actors of one attempt did (distributed.job_stats); [] if those figures died with a node."""
+def attempt_figures(stats, attempt: int, rows_written: int) -> list:
+    """What the actors of one attempt did (distributed.job_stats); [] if those figures died with a node.
+
+    The actors send their figures without waiting for them: the driver waits
+    up to FIGURES_WAIT seconds for them to cover the rows the attempt wrote.
+    """
+    deadline = time.monotonic() + FIGURES_WAIT
     try:
-        return ray.get(stats.summary.remote())
+        while True:
+            figures = ray.get(stats.summary.remote())
+            if sum(actor["rows"] for actor in figures) >= rows_written or time.monotonic() > deadline:
+                return figures
+            time.sleep(0.1)
     except ray.exceptions.RayError as e:
         info(f"the figures of attempt {attempt}'s actors were lost ({one_line(e)}); the rows were not")
         return []
@@ -352,20 +440,14 @@ def embed_rows(args, spec: sh.ReadSpec, keep_schema, items: list, outdir: Output
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow",
                         fn_kwargs=dict(spec=spec, keep_schema=keep_schema))
-    ds = embed_dataset(ds, args.model, column=spec.field, prefix=None if args.prefix == "none" else args.prefix,
+    ds = embed_dataset(ds, args.model, column=spec.field, quantize=args.quantize,
+                       prefix=None if args.prefix == "none" else args.prefix,
                        normalize=False if args.no_normalize else None, max_length=args.max_length, long=args.long,
                        batch_size=args.batch_size, threads_per_actor=args.threads_per_actor, actors=args.actors,
                        stats=stats, restart_actors=False)
     ds.select_columns([sh.ID_COLUMN, "embedding", *spec.keep]).write_parquet(
         str(outdir.path.absolute()), min_rows_per_file=args.rows_per_file)
 
-
-# Failures of the cluster rather than of the job: another attempt goes on where this one stopped.
-RETRIED_ERRORS = tuple(getattr(ray.exceptions, name) for name in (
-    "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
-    "WorkerCrashedError", "ObjectReconstructionFailedError", "OutOfMemoryError") if hasattr(ray.exceptions, name))
-MAX_ATTEMPTS = 4
-RETRY_PAUSE = 5  # seconds between a failed attempt and the next
 
 
 def causes(error: BaseException):
@@ -399,17 +481,18 @@ def remove_duplicates(outdir: OutputDir, input_ids, rows: int) -> int:
     Both copies are the same text embedded by the same model; the first file
     in name order keeps its row, the others are rewritten without it.
     """
-    seen = np.zeros(rows, dtype=bool)
+    per_file = outdir.written_ids()[0]
+    found, starts = rows_of_files(per_file, input_ids, rows)  # all files' ids, in name order
+    if not (np.bincount(found[found >= 0], minlength=rows) > 1).any():
+        return 0  # the usual case, found in linear time: no id written twice
+    keep = found < 0  # ids not in the input are summarize's to report
+    keep[np.unique(found, return_index=True)[1]] = True  # the first row of each id over all files
     removed = 0
-    for path, written in outdir.written_ids()[0]:
-        found = rows_of(written, input_ids, rows)
-        first = np.zeros(len(found), dtype=bool)
-        first[np.unique(found, return_index=True)[1]] = True  # the first row of each id in this file
-        keep = (found < 0) | (first & ~seen[np.maximum(found, 0)])
-        if not keep.all():
-            outdir.drop_rows(path, keep)
-            removed += int((~keep).sum())
-        seen[found[found >= 0]] = True
+    for number, (path, _) in enumerate(per_file):
+        keep_here = keep[starts[number]:starts[number + 1]]
+        if not keep_here.all():
+            outdir.drop_rows(path, keep_here)
+            removed += int((~keep_here).sum())
     return removed
 
 

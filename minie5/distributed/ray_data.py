@@ -20,10 +20,11 @@ otherwise get wrong (embed_dataset):
   * DataContext.max_errored_blocks = 0: a failed block fails the job, rather
     than being dropped without a word.
 
-On each node the first actor fetches the model (a hub id goes to that node's
-Hugging Face cache) and compiles the Numba kernels into the cache, while the
-node's other actors wait on a lock: they then load both from the caches,
-and concurrent first compiles never write one cache file at once
+On each node the actors fetch the model one at a time under a node lock (a
+hub id goes to that node's Hugging Face cache), and the job's first actor on
+the node also compiles the Numba kernels into the cache while holding it: the
+node's other actors then load and warm up from the caches at once, and
+concurrent first compiles never write one cache file at once
 (numba/numba#4807). `minie5 embed --ray` (minie5/distributed/ray_command.py) runs whole
 jobs on top of this. docs/scale-out.md says what to set on a cluster.
 """
@@ -36,10 +37,11 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from pathlib import Path
 
-from ..errors import InputError, Minie5Error, MissingExtraError, ModelFileError, TruncationWarning
+from ..errors import InputError, Minie5Error, MissingExtraError, ModelFileError
 
 try:
     import ray
@@ -58,6 +60,7 @@ import numba
 import numpy as np
 
 from ..checkpoint import hub
+from ..checkpoint.quantize_model import check_quantize
 from ..model import LONG_MODES, load
 
 ROWS_PER_BLOCK = 256  # rows per block and per Embedder call: enough to keep a batch of 32 busy, small enough to spread
@@ -72,14 +75,31 @@ WARM_UP_TEXTS = ["warm up", "warm up the kernels " * 60]  # a short batch and a 
 
 
 # ---------------------------------------------------------------- on every node
+class NodeLock:
+    """The open lock file of node_lock: it also holds one line, the key of the last job that compiled here."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def compiled_by(self) -> str:
+        self.f.seek(0)
+        return self.f.read().strip()
+
+    def set_compiled_by(self, job: str) -> None:
+        self.f.seek(0)
+        self.f.truncate()
+        self.f.write(job + "\n")
+        self.f.flush()
+
+
 @contextlib.contextmanager
 def node_lock(name: str):
     """Hold a lock that one process of this machine holds at a time (the file lock is node-local)."""
     path = Path(tempfile.gettempdir()) / f"minie5-{os.getuid()}-{name}.lock"
-    with open(path, "a") as f:
+    with open(path, "a+") as f:
         if fcntl is not None:
             fcntl.flock(f, fcntl.LOCK_EX)  # released when f is closed, or when the process dies
-        yield
+        yield NodeLock(f)
 
 
 def node_name() -> str:
@@ -88,13 +108,14 @@ def node_name() -> str:
     return f"{socket.gethostname()} ({ray.util.get_node_ip_address()}, Ray node {node_id[:12]})"
 
 
-def load_on_node(model: str, revision: str | None, local_dir: bool, matmul: str):
-    """minie5.load on this node; a local directory that is not here is an error naming the node and the path."""
+def fetch_on_node(model: str, revision: str | None, local_dir: bool) -> Path:
+    """The model's directory on this node: a hub id is fetched into this node's Hugging Face cache; a local
+    directory that is not here is an error naming the node and the path."""
     if local_dir and not Path(model).is_dir():
         raise ModelFileError(model, f"no such model directory on node {node_name()}: a local model directory "
                                     f"must exist at the same path on every node (or give a hub id, which each "
                                     f"node fetches into its Hugging Face cache)")
-    return load(model, revision=revision, matmul=matmul)
+    return hub.resolve_model_dir(model, revision)
 
 
 def text_values(batch, column: str) -> list:
@@ -152,40 +173,49 @@ class Embedder:
     call, set at the start of every call, because numba.set_num_threads holds
     per Python thread and Ray Data calls the UDF from another thread than the
     one that built the actor (Ray sets OMP_NUM_THREADS for an actor, not
-    Numba's count). stats: a JobStats actor told about every call, or None.
+    Numba's count). quantize: None or "int8", as in minie5.load. stats: a
+    JobStats actor told about every call (without waiting for it), or None.
+    job: a key shared by the actors of one job (see node_lock's use below).
     """
 
     def __init__(self, model: str, *, column: str = "text", output_column: str = "embedding", threads: int = 1,
-                 revision: str | None = None, matmul: str = "auto", local_dir: bool = False, stats=None,
-                 **encode_options):
+                 revision: str | None = None, matmul: str = "auto", quantize: str | None = None,
+                 local_dir: bool = False, stats=None, job: str | None = None, **encode_options):
         self.column, self.output_column, self.threads = column, output_column, threads
         self.options = encode_options  # prefix, normalize, max_length, long, batch_size
         self.stats = stats
         self.key = f"{node_name()} pid {os.getpid()}"
-        with node_lock("load"):  # the first actor of a node fetches and compiles; the others use the caches
-            self.model = load_on_node(model, revision, local_dir, matmul)
-            numba.set_num_threads(threads)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", TruncationWarning)
-                self.model.encode(WARM_UP_TEXTS[:1], **self.options)  # below 64 tokens: the serial kernels
-                self.model.encode(WARM_UP_TEXTS, **self.options)  # the parallel kernels and sgemm
+        job = job or uuid.uuid4().hex
+        numba.set_num_threads(threads)
+        # One actor of a node at a time fetches the model, and the job's first actor on the node compiles the
+        # kernels into Numba's cache while holding the lock; the others warm up from the cache concurrently.
+        with node_lock("load") as lock:
+            model_dir = fetch_on_node(model, revision, local_dir)
+            compiled = lock.compiled_by() == job
+            if not compiled:
+                self.model = load(model_dir, matmul=matmul, quantize=quantize)
+                self._warm_up()
+                lock.set_compiled_by(job)
+        if compiled:
+            self.model = load(model_dir, matmul=matmul, quantize=quantize)
+            self._warm_up()
         self.dim = self.model.config.hidden_size
+
+    def _warm_up(self) -> None:
+        """Both engine plans once: a short batch (below 64 tokens: the serial kernels), then the parallel
+        kernels and sgemm. The first time on a node this compiles them into Numba's cache."""
+        self.model.encode_counted(WARM_UP_TEXTS[:1], **self.options)
+        self.model.encode_counted(WARM_UP_TEXTS, **self.options)
 
     def __call__(self, batch):
         numba.set_num_threads(self.threads)  # per thread: this is not the thread that ran __init__
         texts = text_values(batch, self.column)
         started = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TruncationWarning)
-            vectors = self.model.encode(texts, **self.options)  # [n, dim]
+        vectors, truncated = self.model.encode_counted(texts, **self.options)  # [n, dim], texts cut
         seconds = time.perf_counter() - started
-        truncated = sum(int(str(w.message).split()[0]) for w in caught if issubclass(w.category, TruncationWarning))
-        if self.stats is not None:
-            try:
-                ray.get(self.stats.record.remote(self.key, rows=len(texts), seconds=seconds, truncated=truncated,
-                                                 threads=numba.get_num_threads(), peak_rss=peak_rss()))
-            except ray.exceptions.RayActorError:  # its node is gone: the figures are lost, never the rows
-                self.stats = None
+        if self.stats is not None:  # not waited for: one caller's calls reach the actor in order
+            self.stats.record.remote(self.key, rows=len(texts), seconds=seconds, truncated=truncated,
+                                     threads=numba.get_num_threads(), peak_rss=peak_rss())
         return with_embeddings(batch, self.output_column, vectors.reshape(len(texts), self.dim))
 
 
@@ -298,13 +328,15 @@ def embed_dataset(ds, model: str, *, column: str = "text", output_column: str = 
                   prefix: str | None = None, normalize: bool | None = None, max_length: int | None = None,
                   long: str = "truncate", batch_size: int = 32, threads_per_actor: int = 1,
                   actors: int | None = None, memory: int | None = None, rows_per_block: int = ROWS_PER_BLOCK,
-                  matmul: str = "auto", revision: str | None = None, stats=None, restart_actors: bool = True):
+                  matmul: str = "auto", quantize: str | None = None, revision: str | None = None, stats=None,
+                  restart_actors: bool = True):
     """ds with `output_column` added to every row: the embedding of its `column`, on an actor pool.
 
     A lazy Dataset, like every Ray Data transform; write or iterate it to run
     the job. Row order is not kept. model: a hub id (fetched on each node) or
     a directory that exists at the same path on every node. Options as in
-    Model.encode. threads_per_actor: Numba threads (and CPUs) per actor.
+    Model.encode; quantize (None or "int8") as in minie5.load.
+    threads_per_actor: Numba threads (and CPUs) per actor.
     actors: the pool size, by default as many as the cluster holds while
     leaving a CPU free (see actor_pool_size). memory: bytes per actor, by
     default actor_memory(model). stats: a JobStats actor handle, or None.
@@ -319,6 +351,7 @@ def embed_dataset(ds, model: str, *, column: str = "text", output_column: str = 
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if long not in LONG_MODES:
         raise ValueError(f"long must be one of {LONG_MODES}, got {long!r}")
+    check_quantize(quantize)
     if not ray.is_initialized():
         ray.init()
     local_dir = is_local_dir(str(model))
@@ -327,7 +360,8 @@ def embed_dataset(ds, model: str, *, column: str = "text", output_column: str = 
     pool = actor_pool_size(threads_per_actor, actors, memory)
     fail_on_errored_blocks(ds)
     embedder = dict(model=model, column=column, output_column=output_column, threads=threads_per_actor,
-                    revision=revision, matmul=matmul, local_dir=local_dir, stats=stats, prefix=prefix,
+                    revision=revision, matmul=matmul, quantize=quantize, local_dir=local_dir, stats=stats,
+                    job=uuid.uuid4().hex, prefix=prefix,
                     normalize=normalize, max_length=max_length, long=long, batch_size=batch_size)
     restarts = {} if restart_actors else {"max_restarts": 0}  # Ray 2.60 has no named parameter for it
     with warnings.catch_warnings():

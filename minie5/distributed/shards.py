@@ -297,23 +297,43 @@ def _keep_array(values: list, name: str) -> pa.Array:
                               f"rows; --keep-columns needs one type per field") from None
 
 
-def _parse_parquet(shard: Shard, spec: ReadSpec, columns: list) -> pa.Table:
-    """A Parquet shard's columns; ShardError at the first null text or id."""
-    table = parquet_file(shard.path).read_row_groups(list(range(shard.start, shard.stop)), columns=columns)
+def _parse_parquet(shard: Shard, spec: ReadSpec, columns: list, file: pq.ParquetFile | None = None) -> pa.Table:
+    """A Parquet shard's columns; ShardError at the first null text or id (of the columns read)."""
+    file = file or parquet_file(shard.path)
+    table = file.read_row_groups(list(range(shard.start, shard.stop)), columns=columns)
     for name, what in [(spec.field, "text"), (spec.id_field, "id")]:
-        if name is not None and table.column(name).null_count:
+        if name is not None and name in table.column_names and table.column(name).null_count:
             row = int(np.flatnonzero(table.column(name).is_null().to_numpy(zero_copy_only=False))[0])
             raise ShardError(row, f"the {what} in column {name!r} is null")
     return table
 
 
+def metadata_nulls(file: pq.ParquetFile, shard: Shard, name: str) -> int | None:
+    """The nulls of a top-level column in the shard's row groups, from the file's statistics; None if any row
+    group has no null count for it (then the column must be read to know)."""
+    nulls = 0
+    for group in range(shard.start, shard.stop):
+        row_group = file.metadata.row_group(group)
+        chunk = next((row_group.column(i) for i in range(row_group.num_columns)
+                      if row_group.column(i).path_in_schema == name), None)
+        statistics = chunk.statistics if chunk is not None and chunk.is_stats_set else None
+        if statistics is None or not statistics.has_null_count:
+            return None
+        nulls += statistics.null_count
+    return nulls
+
+
 def scan_shard(shard: Shard, spec: ReadSpec) -> ShardScan:
     """Read a shard once, checking every row: its size, its ids, and where its first bad row is."""
     try:
-        if spec.format == "parquet":
-            table = _parse_parquet(shard, spec, [spec.field] + ([spec.id_field] if spec.id_field else []))
+        if spec.format == "parquet":  # the ids are read; the text only if the metadata cannot say it has no null
+            file = parquet_file(shard.path)
+            columns = ([spec.id_field] if spec.id_field else []) + (
+                [] if metadata_nulls(file, shard, spec.field) == 0 else [spec.field])
+            rows = sum(file.metadata.row_group(g).num_rows for g in range(shard.start, shard.stop))
+            table = _parse_parquet(shard, spec, columns, file) if columns else None
             ids = table.column(spec.id_field) if spec.id_field else None
-            return ShardScan(rows=table.num_rows, ids=None if ids is None else _as_id_array(ids.combine_chunks()))
+            return ShardScan(rows=rows, ids=None if ids is None else _as_id_array(ids.combine_chunks()))
         columns, replaced = _parse_lines(shard, spec)
         rows = len(columns[spec.field])
         ids = _id_array(columns[ID_COLUMN], spec) if spec.id_field and rows else None

@@ -357,6 +357,21 @@ def read_calibration(path, dim: int) -> np.ndarray:
     return np.asarray(array)
 
 
+# ---------------------------------------------------------------- resuming
+# What a resumed job's record names, by the option that sets it (or what it is, for the input's facts).
+RECORDED_AS = {"model": "--model", "quantize": "--quantize", "prefix": "--prefix", "normalize": "--no-normalize",
+               "max_length": "--max-length", "long": "--long", "field": "--field", "errors": "--errors",
+               "id_field": "--id-field", "keep_columns": "--keep-columns", "input": "-i", "inputs": "-i",
+               "format": "input format", "input_bytes": "input size", "input_mtime_ns": "input modification time",
+               "rows": "input rows", "dim": "embedding size", "minie5_job": "job record version"}
+
+
+def describe_differences(then: dict, now: dict) -> str:
+    """What differs between a recorded job and this one, named by option: "--quantize: None then, 'int8' now"."""
+    return "; ".join(f"{RECORDED_AS.get(key, key)}: {then.get(key)!r} then, {now.get(key)!r} now"
+                     for key in sorted(set(then) | set(now)) if then.get(key) != now.get(key))
+
+
 # ---------------------------------------------------------------- resumable .npy
 class ResumableNpy:
     """The .npy output of `minie5 embed -i FILE -o big.npy`, which a killed run's successor can continue.
@@ -425,9 +440,7 @@ class ResumableNpy:
         if signature is None:
             return 0, f"nothing to resume ({self.partial} has no saved rows): embedding all {self.rows} texts"
         if signature != self.signature:
-            differs = ", ".join(f"{key} {signature.get(key)!r} then, {self.signature.get(key)!r} now"
-                                for key in sorted(set(signature) | set(self.signature))
-                                if signature.get(key) != self.signature.get(key))
+            differs = describe_differences(signature, self.signature)
             raise InputError(f"--resume: {self.partial} was written by another job ({differs}); "
                              f"run without --resume to start again")
         self.done = rows
