@@ -1,6 +1,6 @@
 """Write tests/data/golden_tiny.npz: transformers' outputs for a tiny seeded BERT.
 
-    /work/venv/bin/python scripts/make_golden.py [output.npz]
+    python scripts/make_golden.py [output.npz]
 
 The model's weights come from numpy with a fixed seed (tests/tiny_models.py,
 numpy_weights), not from torch, so tests/test_golden.py can rebuild the exact
