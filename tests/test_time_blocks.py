@@ -26,6 +26,7 @@ def test_time_blocks_runs(e5_dir, capsys):
     assert {"FFN up (H -> F)", "Q, K, V projections", "attention (scores, softmax, mix)", "GELU"} <= set(blocks)
     assert 0 < sum(best[b] for b in blocks) <= best["total (wall)"]
     assert "FLOPs per token at T = 16" in out
+    assert result["calls"]["kernel calls"] > 0 and "outside the kernels" in out
 
 
 @pytest.mark.slow
@@ -37,3 +38,11 @@ def test_plans_script_times_every_plan(e5_dir, capsys):
         assert set(row) == {"parallel Numba", "serial, 1 thread", "serial + split", "sgemm"}
         assert all(0 < low <= median for median, low in row.values())
     assert "serial + split" in capsys.readouterr().out
+
+
+def test_bandwidth_script_counts_the_linear_weights_by_hand(e5_model):
+    """scripts/bandwidth.py: W1 reads the four linear weights of every layer once (84.9 MB in float32)."""
+    bandwidth = load_script("bandwidth.py")
+    assert bandwidth.linear_weight_bytes(e5_model.config, 4) == 12 * (4 * 384 * 384 + 2 * 384 * 1536) * 4
+    assert bandwidth.linear_weight_bytes(e5_model.config, 1) == 21_233_664
+    assert bandwidth.read_bandwidth(1 << 20, 2, 2) > 0
