@@ -6,7 +6,9 @@
 
 Runs FastEncoder.embed_packed (the code path Model.encode takes) with every
 kernel call wrapped in a timer, so the real calls are measured in their real
-order; linear calls are told apart by the weight they multiply with. Prints
+order; linear calls are told apart by the weight they multiply with. A short
+batch runs all its layers in one call per thread (engine/layer_loop.py): that
+call is one block, "all layers". Prints
 the fastest of --repeats runs (after one warm-up run; on a shared machine the
 least disturbed one): each block's total in that run, its share, and the
 matmul FLOPs per block with the GFLOP/s achieved.
@@ -46,6 +48,9 @@ LINEAR_BLOCKS = {  # a field of encoder.LayerLinears -> the block its matmul bel
     "ffn_up": "FFN up (H -> F)",
     "ffn_down": "FFN down (F -> H)",
 }
+
+
+LAYER_LOOP = "all layers (layer_loop, 1 call)"  # a short batch's layers: one timer around the lot
 
 
 def flops_per_token(config, T: int) -> dict[str, float]:
@@ -127,8 +132,9 @@ def instrument(fast: encoder.FastEncoder, totals: dict, counts: dict | None = No
             POOLERS={k: timed("pooling", f) for k, f in kernel_set.POOLERS.items()})
 
     def timed_plan(plan: Plan) -> Plan:
+        loop = plan.layer_loop and timed(LAYER_LOOP, plan.layer_loop)
         return Plan(timed_kernel_set(plan.kernels), timed_linear(plan.linear),
-                    timed("attention (scores, softmax, mix)", plan.attention))
+                    timed("attention (scores, softmax, mix)", plan.attention), loop)
 
     fast.small_plan, fast.large_plan = timed_plan(fast.small_plan), timed_plan(fast.large_plan)
 
@@ -183,7 +189,7 @@ def main(argv=None) -> dict:
           f"fastest without timers: {1e3 * plain:.2f} ms")
     print(f"{'block':<34}{'ms':>9}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>9}")
     for block in sorted(blocks, key=lambda b: -best[b]):
-        g = flops.get(block, 0.0) * tokens / 1e9
+        g = (sum(flops.values()) if block == LAYER_LOOP else flops.get(block, 0.0)) * tokens / 1e9
         rate = f"{g / best[block]:>9.1f}" if g else f"{'':>9}"
         print(f"{block:<34}{1e3 * best[block]:>9.2f}{100 * best[block] / wall:>7.1f}%{g:>9.1f}" + rate)
     other = wall - sum(best[b] for b in blocks)

@@ -26,9 +26,10 @@ from typing import Callable, NamedTuple
 
 import numba
 
-from . import kernels
+from . import kernels, kernels_panel as panel
 from .blas import BlasAttention, BlasLinear
 from .kernels_int8 import Int8Linear
+from .layer_loop import LayerLoop
 from .workers import POOL
 
 MATMULS = ("auto", "numba", "blas")
@@ -40,6 +41,7 @@ class Plan(NamedTuple):
     kernels: object  # kernels (parallel) or kernels.SERIAL: embed, add_layer_norm, gelu, POOLERS
     linear: Callable  # linear(x, weight, bias, out): out = x @ weight.T + bias
     attention: Callable  # attention(q, k, v, seq_starts, num_heads, out, probs=None, cols=None)
+    layer_loop: Callable | None = None  # layer_loop.LayerLoop: all layers in one call per thread, or None
 
 
 def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
@@ -52,10 +54,10 @@ def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
     if matmul == "blas":
         small, large = Plan(kernels.SERIAL, BlasLinear(), BlasAttention()), Plan(kernels, BlasLinear(), BlasAttention())
     elif matmul == "numba":
-        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL))
-        large = Plan(kernels, kernels.linear, NumbaAttention(kernels))
+        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL), LayerLoop())
+        large = Plan(kernels, SplitLinear(), NumbaAttention(kernels))
     else:
-        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL))
+        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL), LayerLoop())
         large = Plan(kernels, BlasLinear(), BlasAttention())
     if quantize == "int8":
         small = small._replace(linear=Int8Linear(small.linear, split="columns"))
@@ -64,20 +66,26 @@ def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
 
 
 class SplitLinear:
-    """out = x @ weight.T + bias for a few rows: kernels.linear_columns on Python threads.  Twin: reference.linear.
+    """out = x @ weight.T + bias, output columns split over Python threads.  Twin: reference.linear.
 
-    The output columns are cut into numba.get_num_threads() ranges (multiples of
-    4, the micro-kernel's width); the calling thread computes one and
-    workers.POOL's threads the others, each reading only its slice of the weight.
-    The kernel releases the GIL, and no Numba thread pool has to wake up.
+    The output columns are cut into numba.get_num_threads() ranges; the calling
+    thread computes one and workers.POOL's threads the others, each reading
+    only its slice of the weight. A weight packed at load (kernels_panel.pack,
+    as encoder.py stores them) runs on kernels_panel.linear_panels, ranges in
+    multiples of its 64-column tile; any other [N, K] array on
+    kernels.linear_columns, ranges in multiples of 4. The kernels release the
+    GIL, and no Numba thread pool has to wake up.
     """
 
     def __call__(self, x, weight, bias, out) -> None:
         N = weight.shape[0]
         threads = numba.get_num_threads()
-        cuts = [min(N, (N * t // threads + 3) // 4 * 4) for t in range(threads)] + [N]  # [threads + 1]
-        POOL.run(kernels.linear_columns,
-                 [(x, weight, bias, out, cuts[t], cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]])
+        packed = panel.packed_or_none(weight)
+        step = panel.WIDTH if packed is not None else 4
+        cuts = [min(N, (N * t // threads + step - 1) // step * step) for t in range(threads)] + [N]  # [threads + 1]
+        kernel, matrix = (panel.linear_panels, packed) if packed is not None else (kernels.linear_columns, weight)
+        POOL.run(kernel, [(x, matrix, bias, out, cuts[t], cuts[t + 1])
+                          for t in range(threads) if cuts[t + 1] > cuts[t]])
 
 
 class NumbaAttention:
