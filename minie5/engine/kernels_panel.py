@@ -18,7 +18,10 @@ numba.extending.intrinsic (as kernels_int8.panel_block), it compiles to
                                       activation broadcast from memory ({1to16})
     AVX2 (2 x 2, 16 vector registers): each 16-lane vector is two ymm: 8 vfmadd ymm per k
 
-checked with inspect_asm in tests/test_kernels.py. The same packed matrix is
+checked with inspect_asm in tests/test_kernels.py. The weights of input
+k + PREFETCH are prefetched while input k is multiplied (llvm.prefetch: a
+hint, which never faults, past the matrix's end too): each k's 256 bytes lie
+on a different 4 KB page when N >= 1024, where the hardware prefetcher stops. The same packed matrix is
 the transposed weight sgemm reads in blas.BlasLinear (x @ W^T = x @ packed,
 an NN product on a strided view), so packing replaces the weight in memory:
 there is no second copy. A panel (16 columns of all K rows) is not contiguous
@@ -42,6 +45,7 @@ LANES = 16  # output columns per vector: 16 float32 = 512 bits
 # vector is two registers: 2 x 2 tiles (8 + 4).
 ROWS, PANELS = (4, 4) if WIDE_VECTORS else (2, 2)
 WIDTH = PANELS * LANES  # output columns per tile
+PREFETCH = 16  # the weights of input k + PREFETCH are asked for (prefetched) while input k is multiplied
 
 
 def padded_columns(n: int) -> int:
@@ -130,6 +134,9 @@ def _make_panel_block(rows: int, panels: int):
                 return out
 
             fma = cgutils.get_or_insert_function(builder.module, fma_type, "llvm.fma.v16f32")
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+                "llvm.prefetch.p0")
             x_stride = cgutils.unpack_tuple(builder, x_array.strides, 2)[0]  # bytes per row of x
             w_stride = cgutils.unpack_tuple(builder, w_array.strides, 2)[0]  # bytes per k of packed
             x_rows = addresses(x_array, i, i_last, rows, 1, x_stride)
@@ -142,6 +149,10 @@ def _make_panel_block(rows: int, panels: int):
                 w_offset, x_offset = builder.mul(k, w_stride), builder.shl(k, ir.Constant(intp, 2))
                 ws = [builder.load(builder.inttoptr(builder.add(column, w_offset), vector.as_pointer()), align=4)
                       for column in w_columns]  # [panels] x <16 x float>: 16 columns' weights for input k
+                ahead = builder.add(w_offset, builder.mul(w_stride, ir.Constant(intp, PREFETCH)))
+                for column in w_columns:  # the same columns PREFETCH k later: a read, kept in all caches
+                    builder.call(prefetch, [builder.inttoptr(builder.add(column, ahead), ir.IntType(8).as_pointer()),
+                                            ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
                 for r in range(rows):
                     value = builder.load(builder.inttoptr(builder.add(x_rows[r], x_offset), f32.as_pointer()))
                     spread = builder.shuffle_vector(builder.insert_element(ir.Constant(vector, None), value,
