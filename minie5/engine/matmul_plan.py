@@ -1,24 +1,39 @@
 """Which engine runs the fast path's products, by the `matmul` setting and the batch's token count.
 
     matmul=   fewer than SERIAL_TOKENS (64) tokens          SERIAL_TOKENS or more
-    "auto"    SplitLinear, Numba attention (serial)         BlasLinear, BlasAttention (sgemm)
-    "numba"   SplitLinear, Numba attention (serial)         kernels.linear, kernels.attention
+    "auto"    LayerLoop: all layers in one call per thread  BlasLinear, BlasAttention (sgemm)
+    "numba"   LayerLoop                                     SplitLinear, kernels.attention
     "blas"    BlasLinear, BlasAttention                     BlasLinear, BlasAttention
-    int8      the linear layers whose weight is int8 run on int8.Int8Linear, output columns split
-              over the threads below SERIAL_TOKENS, rows from there; attention (and any weight
-              left in float32) as the matmul setting says
+    int8      the linear layers whose weight is int8 run on the int8 kernels: inside LayerLoop below
+              SERIAL_TOKENS, on int8.Int8Linear (rows split over the threads) from there; attention
+              (and any weight left in float32) as the matmul setting says
 
-Below SERIAL_TOKENS the other kernels (embed, LayerNorm, GELU, pooling) run as
-their serial twins on the calling thread (kernels.SERIAL): for one short query a
-kernel's work is tens of microseconds, about what waking Numba's thread pool
-costs. From SERIAL_TOKENS on they run in parallel (kernels).
+Float32 weights are stored transposed at load (kernels_panel.pack); sgemm,
+kernels_panel.linear_panels and kernels.linear_columns all read that layout.
 
-Why two engines: a few tokens do little arithmetic per weight, so what counts is
-reading each weight once, which minie5's Numba matmul does with no start-up cost
-(sgemm packs the weight first); thousands of tokens are compute-bound, where
-sgemm's micro-kernel does several times the FLOP/s. All three settings give the
-same results to float32 rounding (docs/behaviour.md); the figures behind the
-threshold are in docs/performance.md.
+Below SERIAL_TOKENS (one short query) a forward pass is one call of
+layer_loop.LayerLoop per batch: each of Numba's threads runs all the layers,
+taking its share of every step, with a barrier between steps
+(layer_loop.py). The step-by-step form (each kernel a Python call, each
+product handed to the threads, SplitLinear: about 100 calls and 48 hand-overs
+of 17 us each per forward) is still what the plan gives when hidden states
+or attention probabilities are recorded, and what scripts/plans.py times as
+"serial + split". The choice, measured with scripts/plans.py (2026-12-06, 2-core
+AMD EPYC Zen 4, load average 7-8 from other jobs; median (min) ms of 10 calls):
+
+    one text of   layer loop      loop, 1 thread   serial + split   sgemm
+    12 tokens     15.96 (13.21)   31.52 (15.09)    29.83 (14.65)    42.29 (24.71)     float32
+    12 tokens      4.53 (4.39)     4.09 (3.93)      5.23 (5.16)      9.60 (9.10)      int8
+    64 tokens     23.10 (20.11)   20.84 (19.35)    24.17 (20.01)    25.30 (21.12)     int8
+
+The loop on all threads is kept for both: on 12 float32 tokens it halves the
+median; the int8 loop on one thread was 10 % faster at this load (its
+threads wait at the barriers for a core), within the noise of its minimum.
+At 64 and 128 tokens no plan was clearly ahead in this noise, so
+SERIAL_TOKENS stays 64 (docs/performance.md, "One short text").
+
+All the settings give the same results to float32 rounding (docs/behaviour.md);
+the figures behind the threshold are in docs/performance.md.
 """
 from __future__ import annotations
 
