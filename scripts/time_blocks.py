@@ -6,10 +6,20 @@
 
 Runs FastEncoder.embed_packed (the code path Model.encode takes) with every
 kernel call wrapped in a timer, so the real calls are measured in their real
-order; linear calls are told apart by the weight they multiply with. Prints
+order; linear calls are told apart by the weight they multiply with. A short
+batch runs all its layers in one call per thread (engine/layer_loop.py): that
+call is one block, "all layers". Prints
 the fastest of --repeats runs (after one warm-up run; on a shared machine the
 least disturbed one): each block's total in that run, its share, and the
 matmul FLOPs per block with the GFLOP/s achieved.
+
+The time outside the kernels is its own row: the wall time the timed blocks
+leave over (Python between calls), and the cost of starting parallel work
+(workers.POOL.run hands a call to the worker threads and waits for them),
+estimated as the count of such starts per forward times the median cost of
+starting an empty call (measured here). That start-up cost is spent inside
+the blocks' timers, so the row shows it as "of which". The counts of kernel
+calls and parallel starts per forward are printed with it.
 """
 from __future__ import annotations
 
@@ -28,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import minie5  # noqa: E402
 from minie5.engine import encoder  # noqa: E402
+from minie5.engine import workers  # noqa: E402
+from minie5.engine.kernels import njit  # noqa: E402
 from minie5.engine.matmul_plan import Plan  # noqa: E402
 
 LINEAR_BLOCKS = {  # a field of encoder.LayerLinears -> the block its matmul belongs to
@@ -36,6 +48,9 @@ LINEAR_BLOCKS = {  # a field of encoder.LayerLinears -> the block its matmul bel
     "ffn_up": "FFN up (H -> F)",
     "ffn_down": "FFN down (F -> H)",
 }
+
+
+LAYER_LOOP = "all layers (layer_loop, 1 call)"  # a short batch's layers: one timer around the lot
 
 
 def flops_per_token(config, T: int) -> dict[str, float]:
@@ -50,13 +65,51 @@ def flops_per_token(config, T: int) -> dict[str, float]:
     }
 
 
-def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
-    """Wrap the kernels the encoder calls in timers that add to totals[block]."""
+@njit(cache=True, nogil=True)
+def _nothing(i):
+    """An empty nogil kernel: POOL.run of it costs what starting parallel work costs."""
+    return i
+
+
+def parallel_start_seconds(threads: int, calls: int = 300) -> float:
+    """Median seconds of workers.POOL.run(an empty kernel) over `threads` threads: one parallel start."""
+    times = []
+    for _ in range(calls + 10):
+        start = time.perf_counter()
+        workers.POOL.run(_nothing, [(t,) for t in range(threads)])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[10:]))
+
+
+class counting_pool_starts:
+    """Within the block, workers.POOL.run calls are counted in counts["parallel starts"]."""
+
+    def __init__(self, counts: dict):
+        self.counts = counts
+
+    def __enter__(self):
+        run = self.original = workers.POOL.run
+
+        def counted(function, calls):
+            self.counts["parallel starts"] += len(calls) > 1
+            return run(function, calls)
+        workers.POOL.run = counted
+        return self
+
+    def __exit__(self, *exc):
+        del workers.POOL.run  # back to the class's method
+
+
+def instrument(fast: encoder.FastEncoder, totals: dict, counts: dict | None = None) -> None:
+    """Wrap the kernels the encoder calls in timers that add to totals[block] (and count them in counts)."""
+    counts = {} if counts is None else counts
+
     def timed(block, function):
         def run(*args):
             start = time.perf_counter()
             function(*args)
             totals[block] += time.perf_counter() - start
+            counts["kernel calls"] = counts.get("kernel calls", 0) + 1
         return run
 
     block_of_weight = {}  # id of a weight (as the encoder passes it to the linear engine) -> its block
@@ -68,6 +121,7 @@ def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
             start = time.perf_counter()
             linear(x, weight, bias, out)
             totals[block_of_weight[id(weight)]] += time.perf_counter() - start
+            counts["kernel calls"] = counts.get("kernel calls", 0) + 1
         return run
 
     def timed_kernel_set(kernel_set):  # what the encoder calls of kernels / kernels.SERIAL, with timers
@@ -78,8 +132,9 @@ def instrument(fast: encoder.FastEncoder, totals: dict) -> None:
             POOLERS={k: timed("pooling", f) for k, f in kernel_set.POOLERS.items()})
 
     def timed_plan(plan: Plan) -> Plan:
+        loop = plan.layer_loop and timed(LAYER_LOOP, plan.layer_loop)
         return Plan(timed_kernel_set(plan.kernels), timed_linear(plan.linear),
-                    timed("attention (scores, softmax, mix)", plan.attention))
+                    timed("attention (scores, softmax, mix)", plan.attention), loop)
 
     fast.small_plan, fast.large_plan = timed_plan(fast.small_plan), timed_plan(fast.large_plan)
 
@@ -108,15 +163,20 @@ def main(argv=None) -> dict:
     plain = min(plain_runs)
 
     runs = []
+    counts = defaultdict(int)  # kernel calls and parallel starts of the last run
     untimed = fast.small_plan, fast.large_plan  # this encoder's engines (engine/matmul_plan.py), timers put on copies
     for _ in range(args.repeats + 1):
         totals = defaultdict(float)
-        instrument(fast, totals)
-        start = time.perf_counter()
-        fast.embed_packed(*packed, c.pooling)
-        totals["total (wall)"] = time.perf_counter() - start
+        counts.clear()
+        instrument(fast, totals, counts)
+        with counting_pool_starts(counts):
+            start = time.perf_counter()
+            fast.embed_packed(*packed, c.pooling)
+            totals["total (wall)"] = time.perf_counter() - start
         runs.append(dict(totals))
         fast.small_plan, fast.large_plan = untimed
+    threads = __import__('numba').get_num_threads()
+    start_cost = parallel_start_seconds(threads) if threads > 1 else 0.0
     runs = runs[1:]  # the first timed run warms the wrappers
     blocks = [b for b in runs[0] if b != "total (wall)"]
     best = min(runs, key=lambda r: r["total (wall)"])  # the least disturbed run (the machine may be shared)
@@ -129,18 +189,25 @@ def main(argv=None) -> dict:
           f"fastest without timers: {1e3 * plain:.2f} ms")
     print(f"{'block':<34}{'ms':>9}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>9}")
     for block in sorted(blocks, key=lambda b: -best[b]):
-        g = flops.get(block, 0.0) * tokens / 1e9
+        g = (sum(flops.values()) if block == LAYER_LOOP else flops.get(block, 0.0)) * tokens / 1e9
         rate = f"{g / best[block]:>9.1f}" if g else f"{'':>9}"
         print(f"{block:<34}{1e3 * best[block]:>9.2f}{100 * best[block] / wall:>7.1f}%{g:>9.1f}" + rate)
     other = wall - sum(best[b] for b in blocks)
-    print(f"{'(Python between kernels)':<34}{1e3 * other:>9.2f}{100 * other / wall:>7.1f}%")
+    starts = counts["parallel starts"] * start_cost
+    print(f"{'outside the kernels':<34}{1e3 * (other + starts):>9.2f}{100 * (other + starts) / wall:>7.1f}%")
+    print(f"{'  Python between calls':<34}{1e3 * other:>9.2f}{100 * other / wall:>7.1f}%")
+    print(f"{'  starting parallel work (est.)':<34}{1e3 * starts:>9.2f}{100 * starts / wall:>7.1f}%"
+          f"   (in the blocks above)")
     total_flops = sum(flops.values())
     print(f"{'total':<34}{1e3 * wall:>9.2f}{100.0:>7.1f}%{total_flops * tokens / 1e9:>9.1f}"
           f"{total_flops * tokens / 1e9 / wall:>9.1f}")
     print(f"FLOPs per token at T = {args.tokens}: {total_flops / 1e6:.1f} M "
           f"(matmuls {sum(v for k, v in flops.items() if 'attention (' not in k) / 1e6:.1f} M, "
           f"attention {flops['attention (scores, softmax, mix)'] / 1e6:.1f} M)")
-    return {"best": best, "plain": plain, "flops_per_token": flops}
+    print(f"calls per forward: {counts['kernel calls']} kernel calls, {counts['parallel starts']} parallel starts "
+          f"at {1e6 * start_cost:.1f} us each (median of an empty POOL.run on {threads} threads)")
+    return {"best": best, "plain": plain, "flops_per_token": flops, "calls": dict(counts),
+            "parallel_start_seconds": start_cost, "outside_kernels": other + starts}
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ ALLOWED_SKIPS = (
                 "needs an x86 CPU with AVX2",
                 "the CPU: the int8 kernel compiled for Haswell runs only on a CPU with AVX2 (not on ARM or "
                 "an x86 older than 2013); test_micro_kernel_compiles_to_vnni_on_this_cpu covers this CPU"),
+    AllowedSkip("tests/test_kernels.py::test_panel_kernel_compiled_for_an_avx2_only_cpu",
+                "needs an x86 CPU with AVX2",
+                "the CPU: the float32 panel kernel compiled for Haswell runs only on a CPU with AVX2; "
+                "test_panel_kernel_emits_fmas_on_wide_vectors covers this CPU"),
     AllowedSkip("tests/test_robustness.py::test_invariance_under_each_openblas_kernel[haswell]",
                 "OpenBLAS's Haswell kernel needs AVX2",
                 "the CPU: OPENBLAS_CORETYPE=Haswell runs AVX2 code; the [native] case covers this CPU"),

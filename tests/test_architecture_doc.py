@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import minie5
-from minie5.engine import blas, encoder, kernels, kernels_int8, matmul_plan, workers
+from minie5.engine import blas, encoder, kernels, kernels_int8, kernels_panel, layer_loop, matmul_plan, workers
 from minie5 import reference
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,8 +27,9 @@ def test_line_anchors_point_at_the_named_function():
 def test_named_functions_exist():
     text = DOC.read_text(encoding="utf-8")
     modules = {"reference": reference, "kernels": kernels, "encoder": encoder, "blas": blas, "matmul_plan": matmul_plan,
-               "workers": workers, "kernels_int8": kernels_int8}
-    named = {m for m in re.findall(r"`(reference|kernels|encoder|blas|matmul_plan|workers|kernels_int8)\.(\w+)`", text)
+               "workers": workers, "kernels_int8": kernels_int8, "kernels_panel": kernels_panel, "layer_loop": layer_loop}
+    named = {m for m in re.findall(r"`(reference|kernels|encoder|blas|matmul_plan|workers|kernels_int8|kernels_panel|"
+                                   r"layer_loop)\.(\w+)`", text)
              if m[1] != "py"}  # not file names
     assert len(named) >= 15
     for module, name in named:

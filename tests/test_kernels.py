@@ -509,3 +509,148 @@ def test_manhattan_distances_matches_reference(n, m, dim, dtype):
     expected = reference.manhattan_distances(a, b)
     np.testing.assert_allclose(out, expected, rtol=1e-7 if dtype == np.float32 else 1e-12)
     assert (np.diagonal(out) == 0).all()
+
+
+# ---------------------------------------------------------------- kernels_panel and layer_loop
+PANEL_SHAPES = [(1, 1, 1), (1, 384, 384), (3, 7, 9), (5, 33, 17), (12, 384, 1152), (13, 1536, 384), (70, 130, 131)]
+
+
+@pytest.mark.parametrize("m,k,n", PANEL_SHAPES)
+def test_panel_linear_matches_reference(m, k, n):
+    """kernels_panel.linear_panels over a packed weight == reference.linear (float64), whole and in column ranges."""
+    from minie5.engine import kernels_panel as panel
+    x, w, b = randn(m, k), randn(n, k, scale=1 / math.sqrt(k)), readonly(randn(n))
+    packed = panel.pack(w)
+    expected = reference.linear(x.astype(np.float64), w, b)
+    out = np.full((m, n), np.nan, np.float32)
+    panel.linear_panels(x, panel.packed_of(packed), b, out, 0, n)
+    np.testing.assert_allclose(out, expected, atol=2e-5 * math.sqrt(k), rtol=1e-5)
+    halves = np.full((m, n), np.nan, np.float32)
+    cut = min(n, 64)
+    panel.linear_panels(x, panel.packed_of(packed), b, halves, 0, cut)
+    panel.linear_panels(x, panel.packed_of(packed), b, halves, cut, n)
+    assert np.array_equal(halves, out)  # a column's result does not depend on the range it is computed in
+
+
+def test_panel_pack_is_the_weight_transposed_in_memory():
+    """pack(w): the same numbers as w ([N, K] view), stored [K, N padded to 16], not sharing w's memory."""
+    from minie5.engine import kernels_panel as panel
+    w = readonly(randn(20, 9))
+    view = panel.pack(w)
+    assert view.shape == (20, 9) and np.array_equal(view, w) and not np.shares_memory(view, w)
+    packed = panel.packed_of(view)
+    assert packed.shape == (9, 20) and packed.strides == (32 * 4, 4) and not view.flags.writeable
+    assert np.array_equal(packed.base[:, 20:], np.zeros((9, 12), np.float32))
+    assert panel.packed_or_none(w) is None and panel.packed_or_none(w.T) is None
+    with pytest.raises(ValueError, match=r"not a packed float32 matrix"):
+        panel.packed_of(w)
+
+
+def test_panel_linear_row_result_does_not_depend_on_its_row():
+    """A row alone, or at any place among others, gives the same numbers (the 4-row tile repeats its last row)."""
+    from minie5.engine import kernels_panel as panel
+    x, w, b = randn(11, 40), panel.pack(randn(70, 40)), readonly(randn(70))
+    whole = np.empty((11, 70), np.float32)
+    panel.linear_panels(x, panel.packed_of(w), b, whole, 0, 70)
+    for i in range(11):
+        one = np.empty((1, 70), np.float32)
+        panel.linear_panels(x[i:i + 1], panel.packed_of(w), b, one, 0, 70)
+        assert np.array_equal(one[0], whole[i])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_layer_loop_computes_what_the_step_by_step_path_computes(threads):
+    """layer_loop.LayerLoop (all layers in one call per thread, barriers between steps) == the same forward
+    run step by step (a Python call per kernel), bit for bit, with 1, 2 and 3 threads (more than the cores)."""
+    from minie5.engine.layer_loop import LayerLoop
+    config = tiny_config(hidden=64, heads=4, layers=3, ffn=136)
+    weights = random_weights(config)
+    fast = FastEncoder(config, weights)
+    ids = [list(rng.integers(0, config.vocab_size, n)) for n in (9, 1, 20)]
+    packed = pack(ids)
+    step_by_step = fast.small_plan._replace(layer_loop=None)
+    fast.small_plan = step_by_step
+    want = fast.forward_packed(*packed)
+    fast.small_plan = step_by_step._replace(layer_loop=LayerLoop(threads))
+    for _ in range(3):  # the barrier's counter starts afresh at each call
+        assert np.array_equal(fast.forward_packed(*packed), want)
+    input_ids = np.zeros((3, 20), np.int64)
+    mask = np.zeros((3, 20), np.int64)
+    for b, text in enumerate(ids):
+        input_ids[b, :len(text)], mask[b, :len(text)] = text, 1
+    np.testing.assert_allclose(fast.forward(input_ids, mask)[mask.astype(bool)],
+                               reference.forward(config, weights, input_ids, mask)[mask.astype(bool)],
+                               atol=1e-4)
+
+
+def test_layer_loop_share_cuts_cover_every_column_once():
+    from minie5.engine.layer_loop import share
+    for n, threads, step in [(384, 2, 64), (1152, 2, 64), (40, 3, 64), (13, 2, 1), (1, 3, 1), (131, 3, 64)]:
+        ranges = [share(n, t, threads, step) for t in range(threads)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])) and all(s <= e for s, e in ranges)
+        assert all(s % step == 0 for s, e in ranges if e > s)
+
+
+PANEL_ASM_SCRIPT = """
+import json, re
+import numpy as np
+from minie5.engine import kernels_panel as panel
+rng = np.random.default_rng(3)
+exact = True
+for m, k, n in [(1, 1, 1), (12, 384, 1536), (5, 33, 17)]:
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    out = np.empty((m, n), np.float32)
+    panel.linear_panels(x, panel.packed_of(panel.pack(w)), np.zeros(n, np.float32), out, 0, n)
+    exact &= bool(np.allclose(out, x.astype(np.float64) @ w.T.astype(np.float64), atol=1e-4))
+asm = list(panel.linear_panels.inspect_asm().values())[0]
+counts = {"fma_zmm": len(re.findall(r"vfmadd\\w*ps\\s+[^\\n]*zmm", asm)),
+          "fma_ymm": len(re.findall(r"vfmadd\\w*ps\\s+[^\\n]*ymm", asm))}
+print(json.dumps({"ok": exact, "tile": [panel.ROWS, panel.PANELS], "counts": counts}))
+"""
+
+
+def _panel_asm(tmp_path, cpu_name=None, cpu_features=None) -> dict:
+    """PANEL_ASM_SCRIPT in a fresh process with an empty Numba cache (inspect_asm needs a fresh compile)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from helpers import REPO
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PYTHONPATH": str(REPO)}
+    if cpu_name is not None:
+        env.update(NUMBA_CPU_NAME=cpu_name, NUMBA_CPU_FEATURES=cpu_features)
+    proc = subprocess.run([sys.executable, "-c", PANEL_ASM_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        return flag in open("/proc/cpuinfo").read().split()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_panel_kernel_emits_fmas_on_wide_vectors(tmp_path):
+    """On this CPU the float32 panel kernel's loop is fused multiply-adds on zmm (AVX-512) or ymm (AVX2)."""
+    result = _panel_asm(tmp_path)
+    print(f"float32 panel kernel on this CPU: tile {result['tile']}, instructions {result['counts']}")
+    assert result["ok"]
+    if _cpu_has("avx512f"):
+        assert result["counts"]["fma_zmm"] >= 16
+    elif _cpu_has("avx2"):
+        assert result["counts"]["fma_ymm"] >= 8
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _cpu_has("avx2"), reason="needs an x86 CPU with AVX2 to run AVX2 code")
+def test_panel_kernel_compiled_for_an_avx2_only_cpu(tmp_path):
+    """Compiled for Haswell (AVX2, FMA, no AVX-512): right numbers, FMAs on ymm, 2 x 2 tiles."""
+    result = _panel_asm(tmp_path, "haswell", "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt,+sse4.2,+cx16")
+    print(f"float32 panel kernel for haswell: tile {result['tile']}, instructions {result['counts']}")
+    assert result["ok"] and result["tile"] == [2, 2]
+    assert result["counts"]["fma_ymm"] >= 8 and result["counts"]["fma_zmm"] == 0

@@ -18,14 +18,23 @@ def test_flops_per_token_by_hand(e5_model):
 
 
 @pytest.mark.slow
-def test_time_blocks_runs(e5_dir, capsys):
-    result = load_script("time_blocks.py").main(["--model", str(e5_dir), "--batch", "2", "--tokens", "16", "--repeats", "1"])
+@pytest.mark.parametrize("tokens", [16, 40])
+def test_time_blocks_runs(e5_dir, capsys, tokens):
+    """2 x 16 tokens: the layer loop (one block, one call); 2 x 40 = 80 tokens: one block per kind of step."""
+    script = load_script("time_blocks.py")
+    result = script.main(["--model", str(e5_dir), "--batch", "2", "--tokens", str(tokens), "--repeats", "1"])
     out = capsys.readouterr().out
     best = result["best"]
     blocks = [b for b in best if b != "total (wall)"]
-    assert {"FFN up (H -> F)", "Q, K, V projections", "attention (scores, softmax, mix)", "GELU"} <= set(blocks)
+    if tokens == 16:
+        assert script.LAYER_LOOP in blocks and "GELU" not in blocks
+        assert result["calls"]["parallel starts"] == 1
+    else:
+        assert {"FFN up (H -> F)", "Q, K, V projections", "attention (scores, softmax, mix)", "GELU"} <= set(blocks)
+        assert result["calls"]["parallel starts"] >= 4 * 12
     assert 0 < sum(best[b] for b in blocks) <= best["total (wall)"]
-    assert "FLOPs per token at T = 16" in out
+    assert f"FLOPs per token at T = {tokens}" in out
+    assert result["calls"]["kernel calls"] > 0 and "outside the kernels" in out
 
 
 @pytest.mark.slow
@@ -34,6 +43,14 @@ def test_plans_script_times_every_plan(e5_dir, capsys):
     results = load_script("plans.py").main(["--model", str(e5_dir), "--tokens", "12", "70", "--rounds", "1"])
     assert set(results) == {12, 70}
     for row in results.values():
-        assert set(row) == {"parallel Numba", "serial, 1 thread", "serial + split", "sgemm"}
+        assert set(row) == {"layer loop", "loop, 1 thread", "serial + split", "parallel Numba", "sgemm"}
         assert all(0 < low <= median for median, low in row.values())
-    assert "serial + split" in capsys.readouterr().out
+    assert "layer loop" in capsys.readouterr().out
+
+
+def test_bandwidth_script_counts_the_linear_weights_by_hand(e5_model):
+    """scripts/bandwidth.py: W1 reads the four linear weights of every layer once (84.9 MB in float32)."""
+    bandwidth = load_script("bandwidth.py")
+    assert bandwidth.linear_weight_bytes(e5_model.config, 4) == 12 * (4 * 384 * 384 + 2 * 384 * 1536) * 4
+    assert bandwidth.linear_weight_bytes(e5_model.config, 1) == 21_233_664
+    assert bandwidth.read_bandwidth(1 << 20, 2, 2) > 0

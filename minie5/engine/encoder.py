@@ -34,6 +34,8 @@ from . import kernels_int8 as int8
 from .. import reference
 from .blas import one_blas_thread
 from ..checkpoint.config import ModelConfig
+from . import kernels_panel as panel
+from .layer_loop import StackedLayers
 from .matmul_plan import SERIAL_TOKENS, plans
 from ..reference_int8 import QuantizedMatrix, dequantize_rows
 from ..checkpoint.weights import read_tensor
@@ -112,22 +114,78 @@ class LayerLinears(NamedTuple):
     ffn_down: tuple  # [H, F], [H]
 
 
-def layer_linears(weights, prefix: str, prepare=None) -> LayerLinears:
-    """One layer's linear weights and biases; prepare(weight) (int8.prepare for an int8 model) converts each weight.
+def layer_linears(weights, prefix: str) -> LayerLinears:
+    """One layer's linear weights and biases as read: float32 [N, K] arrays, or QuantizedMatrix.
 
-    An int8 weight is prepared from its values read with read_tensor (pread), so
-    the mapped file pages it came from are not touched (fused_qkv does the same).
+    Each weight is a new array read with read_tensor (pread), so the mapped
+    file pages it came from are not touched (fused_qkv does the same); an int8
+    weight's values likewise.
     """
     def pair(name):
         weight = weights[name]
         if isinstance(weight, QuantizedMatrix):
             weight = dataclasses.replace(weight, values=read_tensor(weights, name))
-        return (weight if prepare is None else prepare(weight)), weights[name[:-len("weight")] + "bias"]
-    qkv, qkv_bias = fused_qkv(weights, prefix)
-    return LayerLinears(qkv=(qkv if prepare is None else prepare(qkv), qkv_bias),
+        else:
+            weight = read_tensor(weights, name).astype(np.float32, copy=False)
+        return weight, weights[name[:-len("weight")] + "bias"]
+    return LayerLinears(qkv=fused_qkv(weights, prefix),
                         attention_output=pair(prefix + "attention.output.dense.weight"),
                         ffn_up=pair(prefix + "intermediate.dense.weight"),
                         ffn_down=pair(prefix + "output.dense.weight"))
+
+
+def packed_layers(weights, config: ModelConfig, quantize: str | None) -> tuple[list, StackedLayers]:
+    """Every layer's linear weights in the engines' layouts, stacked: (per-layer LayerLinears, StackedLayers).
+
+    A float32 weight [N, K] is stored transposed (kernels_panel.pack_into), an
+    int8 one (quantize="int8") in the int8 micro-kernel's panels
+    (kernels_int8.prepare). Each kind of weight goes into one [L, ...] array
+    for layer_loop.run_layers, filled layer by layer as the weights are read,
+    so there is only ever one copy of them (plus one layer's in passing). The
+    LayerLinears are views of the stacks: a float32 weight as the [N, K] view
+    kernels_panel.pack returns, an int8 one as a PackedMatrix. Biases and
+    LayerNorm parameters are stacked too (small copies).
+    """
+    L = config.num_hidden_layers
+    stacks = {}  # name -> [L, ...] array, made when layer 0 gives its shape
+    layers = []
+
+    def put(name, i, array, dtype=np.float32):
+        if name not in stacks:
+            stacks[name] = np.empty((L,) + array.shape, dtype)
+        target = stacks[name][i]
+        if target.shape != array.shape:
+            raise ValueError(f"layer {i}: {name} has shape {array.shape}, layer 0's is {target.shape}")
+        target[...] = array
+        return target
+
+    for i in range(L):
+        p = f"encoder.layer.{i}."
+        read = layer_linears(weights, p)
+        kept = {}
+        for field, short, (weight, bias) in zip(LayerLinears._fields, ("qkv", "out", "up", "down"), read):
+            bias = put("b_" + short, i, bias)
+            if isinstance(weight, QuantizedMatrix):
+                if quantize != "int8":
+                    raise ValueError(f"{p}{field}: an int8 weight, but the encoder was made with quantize={quantize!r}")
+                packed = int8.prepare(weight)
+                kept[field] = (int8.PackedMatrix(put("w_" + short, i, packed.panels, np.int8),
+                                                 put("s_" + short, i, packed.scales), packed.shape), bias)
+            else:
+                N, K = weight.shape
+                target = put("w_" + short, i, np.empty((K, panel.padded_columns(N)), np.float32))
+                panel.pack_into(weight, target)  # in place: no packed copy in between
+                put("s_" + short, i, np.empty(0, np.float32))
+                kept[field] = (target[:, :N].T, bias)
+        del read, weight  # this layer's weights as read: only the stacks keep them
+        layers.append(LayerLinears(**kept))
+        for name, key in (("gamma1", "attention.output.LayerNorm.weight"), ("beta1", "attention.output.LayerNorm.bias"),
+                          ("gamma2", "output.LayerNorm.weight"), ("beta2", "output.LayerNorm.bias")):
+            put(name, i, weights[p + key])
+    for array in stacks.values():
+        array.setflags(write=False)
+    stacked = StackedLayers(**{name: stacks[name] for name in StackedLayers._fields})
+    return layers, stacked
 
 
 class WordRows:
@@ -190,10 +248,9 @@ class FastEncoder:
         self.matmul = matmul
         self.quantize = quantize
         self.small_plan, self.large_plan = plans(matmul, quantize)  # below / from matmul.SERIAL_TOKENS tokens
-        prepare = int8.prepare if quantize == "int8" else None  # int8 weights into the micro-kernel's panels
         self.config = config
         self.w = weights
-        self.layers = [layer_linears(weights, f"encoder.layer.{i}.", prepare) for i in range(config.num_hidden_layers)]
+        self.layers, self.stacked = packed_layers(weights, config, quantize)  # the weights, packed once
         self.work = _Workspace(config)
         self.word_rows = WordRows(weights)
         self.token_type_row = np.ascontiguousarray(weights["embeddings.token_type_embeddings.weight"][0])
@@ -224,11 +281,14 @@ class FastEncoder:
         x, qkv, context, proj, ffn = self.work.views(N)  # ffn shares memory with qkv and context
         q, k, v = qkv[:, :H], qkv[:, H:2 * H], qkv[:, 2 * H:]  # [N, H] views, row stride 3H
         eps = float(c.layer_norm_eps)
-        kernel_set, linear, attention = self.plan(N)  # parallel kernels, or serial twins for a few tokens
+        kernel_set, linear, attention, layer_loop = self.plan(N)  # parallel kernels, or serial twins for a few tokens
         word_table, word_ids = self.word_rows(token_ids)  # the word-embedding rows this batch reads
         kernel_set.embed(word_ids, pos_rows, word_table,
                          w["embeddings.position_embeddings.weight"], self.token_type_row,
                          w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, x)
+        if layer_loop is not None and record is None:  # a short batch: all layers in one call per thread
+            layer_loop(self.stacked, x, qkv, context, proj, ffn, seq_starts, c.num_attention_heads, eps)
+            return x
         if record is not None:
             record.hidden(x)
         for i in range(c.num_hidden_layers):

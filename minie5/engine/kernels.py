@@ -300,6 +300,31 @@ def add_layer_norm(x, residual, gamma, beta, eps, out):
         _layer_norm_row(row, gamma, beta, eps, out[t])
 
 
+@njit(cache=True, nogil=True, fastmath=REORDER_SUMS)
+def add_layer_norm_rows(x, residual, gamma, beta, eps, out, r0, r1):
+    """Rows r0 .. r1 of add_layer_norm, on the calling thread.  Twin: reference.layer_norm(x + residual, ...)."""
+    H = x.shape[1]
+    row = np.empty(H, np.float32)
+    for t in range(r0, r1):
+        for c in range(H):
+            row[c] = x[t, c] + residual[t, c]
+        _layer_norm_row(row, gamma, beta, eps, out[t])
+
+
+@njit(cache=True, nogil=True)
+def gelu_columns(x, c0, c1):
+    """x[:, c0:c1] = GELU(x[:, c0:c1]) in place, on the calling thread.  Twin: reference.gelu.
+
+    Through a scratch row, as `gelu` (and compiled as it is, without fastmath): the same values.
+    """
+    row = np.empty(c1 - c0, np.float32)
+    for i in range(x.shape[0]):
+        for j in range(c0, c1):
+            row[j - c0] = _gelu(x[i, j])
+        for j in range(c0, c1):
+            x[i, j] = row[j - c0]
+
+
 @njit(cache=True, parallel=True, fastmath=REORDER_SUMS)
 def embed(token_ids, positions, word_embeddings, position_embeddings, token_type_row, gamma, beta, eps, out):
     """out[t] = LayerNorm(word[token_ids[t]] + position[positions[t]] + token_type_row).  Twin: reference.embed.
@@ -412,21 +437,38 @@ def attention(q, k, v, seq_starts, num_heads, out):
     B = seq_starts.shape[0] - 1
     for task in prange(B * num_heads):
         b = task // num_heads
-        c0 = (task % num_heads) * D
-        s = seq_starts[b]
-        L = seq_starts[b + 1] - s
-        if L == 0:
-            continue
-        probs = _head_probs(q, k, s, L, c0, D)  # [L, L]
-        v_t = np.empty((D, L), np.float32)  # this head's values, transposed
-        for j in range(L):
-            for d in range(D):
-                v_t[d, j] = v[s + j, c0 + d]
-        context = np.empty((L, D), np.float32)
-        matmul_nt_tile(probs, v_t, context, 0, L, 0, D)  # [L, D]
-        for j in range(L):
-            for d in range(D):
-                out[s + j, c0 + d] = context[j, d]
+        _head_context(q, k, v, seq_starts[b], seq_starts[b + 1] - seq_starts[b], (task % num_heads) * D, D, out)
+
+
+@njit(cache=True, inline="always")
+def _head_context(q, k, v, s, L, c0, D, out):
+    """One (text, head) task of `attention`: out[s:s+L, c0:c0+D] = softmax(q_a k_a^T / sqrt(D)) @ v_a."""
+    if L == 0:
+        return
+    probs = _head_probs(q, k, s, L, c0, D)  # [L, L]
+    v_t = np.empty((D, L), np.float32)  # this head's values, transposed
+    for j in range(L):
+        for d in range(D):
+            v_t[d, j] = v[s + j, c0 + d]
+    context = np.empty((L, D), np.float32)
+    matmul_nt_tile(probs, v_t, context, 0, L, 0, D)  # [L, D]
+    for j in range(L):
+        for d in range(D):
+            out[s + j, c0 + d] = context[j, d]
+
+
+@njit(cache=True, nogil=True)
+def attention_tasks(q, k, v, seq_starts, num_heads, out, first, step):
+    """The (text, head) tasks first, first + step, ... of `attention`, on the calling thread.
+
+    Twin: the core of reference.attention. Task n is text n // num_heads, head
+    n % num_heads, computed exactly as `attention` computes it: with
+    first = t, step = threads, threads t = 0 .. threads - 1 share all tasks.
+    """
+    D = q.shape[1] // num_heads
+    for task in range(first, (seq_starts.shape[0] - 1) * num_heads, step):
+        b = task // num_heads
+        _head_context(q, k, v, seq_starts[b], seq_starts[b + 1] - seq_starts[b], (task % num_heads) * D, D, out)
 
 
 @njit(cache=True, parallel=True)

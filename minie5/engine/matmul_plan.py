@@ -1,24 +1,39 @@
 """Which engine runs the fast path's products, by the `matmul` setting and the batch's token count.
 
     matmul=   fewer than SERIAL_TOKENS (64) tokens          SERIAL_TOKENS or more
-    "auto"    SplitLinear, Numba attention (serial)         BlasLinear, BlasAttention (sgemm)
-    "numba"   SplitLinear, Numba attention (serial)         kernels.linear, kernels.attention
+    "auto"    LayerLoop: all layers in one call per thread  BlasLinear, BlasAttention (sgemm)
+    "numba"   LayerLoop                                     SplitLinear, kernels.attention
     "blas"    BlasLinear, BlasAttention                     BlasLinear, BlasAttention
-    int8      the linear layers whose weight is int8 run on kernels_int8.Int8Linear, output columns split
-              over the threads below SERIAL_TOKENS, rows from there; attention (and any weight
-              left in float32) as the matmul setting says
+    int8      the linear layers whose weight is int8 run on the int8 kernels: inside LayerLoop below
+              SERIAL_TOKENS, on kernels_int8.Int8Linear (rows split over the threads) from there; attention
+              (and any weight left in float32) as the matmul setting says
 
-Below SERIAL_TOKENS the other kernels (embed, LayerNorm, GELU, pooling) run as
-their serial twins on the calling thread (kernels.SERIAL): for one short query a
-kernel's work is tens of microseconds, about what waking Numba's thread pool
-costs. From SERIAL_TOKENS on they run in parallel (kernels).
+Float32 weights are stored transposed at load (kernels_panel.pack); sgemm,
+kernels_panel.linear_panels and kernels.linear_columns all read that layout.
 
-Why two engines: a few tokens do little arithmetic per weight, so what counts is
-reading each weight once, which minie5's Numba matmul does with no start-up cost
-(sgemm packs the weight first); thousands of tokens are compute-bound, where
-sgemm's micro-kernel does several times the FLOP/s. All three settings give the
-same results to float32 rounding (docs/behaviour.md); the figures behind the
-threshold are in docs/performance.md.
+Below SERIAL_TOKENS (one short query) a forward pass is one call of
+layer_loop.LayerLoop per batch: each of Numba's threads runs all the layers,
+taking its share of every step, with a barrier between steps
+(layer_loop.py). The step-by-step form (each kernel a Python call, each
+product handed to the threads, SplitLinear: about 100 calls and 48 hand-overs
+of 17 us each per forward) is still what the plan gives when hidden states
+or attention probabilities are recorded, and what scripts/plans.py times as
+"serial + split". The choice, measured with scripts/plans.py (2026-12-06, 2-core
+AMD EPYC Zen 4, load average 7-8 from other jobs; median (min) ms of 10 calls):
+
+    one text of   layer loop      loop, 1 thread   serial + split   sgemm
+    12 tokens     15.96 (13.21)   31.52 (15.09)    29.83 (14.65)    42.29 (24.71)     float32
+    12 tokens      4.53 (4.39)     4.09 (3.93)      5.23 (5.16)      9.60 (9.10)      int8
+    64 tokens     23.10 (20.11)   20.84 (19.35)    24.17 (20.01)    25.30 (21.12)     int8
+
+The loop on all threads is kept for both: on 12 float32 tokens it halves the
+median; the int8 loop on one thread was 10 % faster at this load (its
+threads wait at the barriers for a core), within the noise of its minimum.
+At 64 and 128 tokens no plan was clearly ahead in this noise, so
+SERIAL_TOKENS stays 64 (docs/performance.md, "One short text").
+
+All the settings give the same results to float32 rounding (docs/behaviour.md);
+the figures behind the threshold are in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -26,9 +41,10 @@ from typing import Callable, NamedTuple
 
 import numba
 
-from . import kernels
+from . import kernels, kernels_panel as panel
 from .blas import BlasAttention, BlasLinear
 from .kernels_int8 import Int8Linear
+from .layer_loop import LayerLoop
 from .workers import POOL
 
 MATMULS = ("auto", "numba", "blas")
@@ -40,6 +56,7 @@ class Plan(NamedTuple):
     kernels: object  # kernels (parallel) or kernels.SERIAL: embed, add_layer_norm, gelu, POOLERS
     linear: Callable  # linear(x, weight, bias, out): out = x @ weight.T + bias
     attention: Callable  # attention(q, k, v, seq_starts, num_heads, out, probs=None, cols=None)
+    layer_loop: Callable | None = None  # layer_loop.LayerLoop: all layers in one call per thread, or None
 
 
 def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
@@ -52,10 +69,10 @@ def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
     if matmul == "blas":
         small, large = Plan(kernels.SERIAL, BlasLinear(), BlasAttention()), Plan(kernels, BlasLinear(), BlasAttention())
     elif matmul == "numba":
-        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL))
-        large = Plan(kernels, kernels.linear, NumbaAttention(kernels))
+        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL), LayerLoop())
+        large = Plan(kernels, SplitLinear(), NumbaAttention(kernels))
     else:
-        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL))
+        small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL), LayerLoop())
         large = Plan(kernels, BlasLinear(), BlasAttention())
     if quantize == "int8":
         small = small._replace(linear=Int8Linear(small.linear, split="columns"))
@@ -64,20 +81,26 @@ def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
 
 
 class SplitLinear:
-    """out = x @ weight.T + bias for a few rows: kernels.linear_columns on Python threads.  Twin: reference.linear.
+    """out = x @ weight.T + bias, output columns split over Python threads.  Twin: reference.linear.
 
-    The output columns are cut into numba.get_num_threads() ranges (multiples of
-    4, the micro-kernel's width); the calling thread computes one and
-    workers.POOL's threads the others, each reading only its slice of the weight.
-    The kernel releases the GIL, and no Numba thread pool has to wake up.
+    The output columns are cut into numba.get_num_threads() ranges; the calling
+    thread computes one and workers.POOL's threads the others, each reading
+    only its slice of the weight. A weight packed at load (kernels_panel.pack,
+    as encoder.py stores them) runs on kernels_panel.linear_panels, ranges in
+    multiples of its 64-column tile; any other [N, K] array on
+    kernels.linear_columns, ranges in multiples of 4. The kernels release the
+    GIL, and no Numba thread pool has to wake up.
     """
 
     def __call__(self, x, weight, bias, out) -> None:
         N = weight.shape[0]
         threads = numba.get_num_threads()
-        cuts = [min(N, (N * t // threads + 3) // 4 * 4) for t in range(threads)] + [N]  # [threads + 1]
-        POOL.run(kernels.linear_columns,
-                 [(x, weight, bias, out, cuts[t], cuts[t + 1]) for t in range(threads) if cuts[t + 1] > cuts[t]])
+        packed = panel.packed_or_none(weight)
+        step = panel.WIDTH if packed is not None else 4
+        cuts = [min(N, (N * t // threads + step - 1) // step * step) for t in range(threads)] + [N]  # [threads + 1]
+        kernel, matrix = (panel.linear_panels, packed) if packed is not None else (kernels.linear_columns, weight)
+        POOL.run(kernel, [(x, matrix, bias, out, cuts[t], cuts[t + 1])
+                          for t in range(threads) if cuts[t + 1] > cuts[t]])
 
 
 class NumbaAttention:
