@@ -162,11 +162,12 @@ def worked(stats) -> list:
 
 
 # ---------------------------------------------------------------- the actor, without a cluster
-def test_embedder_holds_the_node_lock_only_for_the_fetch_and_the_first_compile(tiny, monkeypatch):
+def test_embedder_holds_the_node_lock_only_for_the_fetch_and_the_first_compile(tiny, monkeypatch, request):
     """Per job and node, only the first actor warms up (compiles) under the node lock; the next actors of the
     job warm up outside it, at the same time. The truncation count comes from the encoder: one text of 22
     tokens cut to 8, one of 3 tokens not."""
     import contextlib
+    import functools
     import types
     import uuid
     from minie5.distributed import ray_data
@@ -189,6 +190,9 @@ def test_embedder_holds_the_node_lock_only_for_the_fetch_and_the_first_compile(t
     figures = []
     stats = types.SimpleNamespace(record=types.SimpleNamespace(remote=lambda key, **f: figures.append(f)))
     job = uuid.uuid4().hex
+    # An Embedder sets Numba's thread count of the thread that builds it (here pytest's): put it back after.
+    import numba
+    request.addfinalizer(functools.partial(numba.set_num_threads, numba.get_num_threads()))
     first = ray_data.Embedder(str(tiny), job=job, stats=stats, max_length=8)
     ray_data.Embedder(str(tiny), job=job)
     ray_data.Embedder(str(tiny), job=uuid.uuid4().hex)  # another job: its first actor compiles under the lock
