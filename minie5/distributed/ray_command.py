@@ -139,50 +139,76 @@ class OutputDir:
 # ---------------------------------------------------------------- ids
 # Bookkeeping in time linear in the rows: the ids of all of OUTDIR's files are looked up in one call, so the
 # hash set of the input's ids is built once per pass, whatever the number of files; ids stay in Arrow and
-# NumPy arrays (the driver's memory per million ids is measured in docs/scale-out.md).
-def rows_of(written: pa.ChunkedArray, input_ids: pa.Array | None, rows: int) -> np.ndarray:
-    """The input row of each id (any number of files' ids in one array), -1 for an id that is not in the input."""
-    if input_ids is None:  # the ids are the row numbers
+# NumPy arrays (the driver's memory per million ids is measured in docs/scale-out.md). A pass keeps the rows
+# it finds file by file, as views where it can, and marks them in one bool per input row: at millions of rows
+# a pass costs what it allocates (fresh memory is slow to touch), so it allocates as little as it can.
+def rows_of(written: pa.ChunkedArray, input_ids: pa.Array | None, rows: int) -> list:
+    """The input row of each id, -1 for an id that is not in the input: one array per chunk of written
+    (any number of files' ids in one chunked array)."""
+    if input_ids is None:  # the ids are the row numbers: each chunk as it is, unless it holds other numbers
         if not pa.types.is_integer(written.type):
-            return np.full(len(written), -1, dtype=np.int64)
-        found = written.to_numpy().astype(np.int64)
-        found[(found < 0) | (found >= rows)] = -1
+            return [np.full(len(chunk), -1, dtype=np.int64) for chunk in written.chunks]
+        found = []
+        for chunk in written.chunks:
+            numbers = chunk.to_numpy(zero_copy_only=False)  # a view of Arrow's buffer (ids are never null)
+            outside = (numbers < 0) | (numbers >= rows)
+            if outside.any():
+                numbers = numbers.astype(np.int64)  # a copy to mark
+                numbers[outside] = -1
+            found.append(numbers)
         return found
     try:
         index = pc.index_in(written, value_set=input_ids)  # one hash set of the input ids, for every chunk
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # ids of another type
-        return np.full(len(written), -1, dtype=np.int64)
-    return index.fill_null(-1).to_numpy().astype(np.int64)
+        return [np.full(len(chunk), -1, dtype=np.int64) for chunk in written.chunks]
+    index = index.fill_null(-1).to_numpy()  # int32, one array for all chunks
+    return np.split(index, np.cumsum([len(chunk) for chunk in written.chunks])[:-1])  # views
 
 
-def rows_of_files(per_file: list, input_ids: pa.Array | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """The input row of every id of OUTDIR's files, file after file (-1: not in the input), and where each
-    file's ids start in it ([files + 1] offsets). One lookup per id type (one, unless a file was replaced)."""
-    lengths = [len(written) for _, written in per_file]
-    starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+def rows_of_files(per_file: list, input_ids: pa.Array | None, rows: int) -> list:
+    """The input row of every id of OUTDIR's files (-1: not in the input): one array per file, in name order.
+    One lookup per id type (one, unless a file was replaced)."""
+    found = [np.empty(0, dtype=np.int64)] * len(per_file)
     by_type = {}
     for number, (_, written) in enumerate(per_file):
         by_type.setdefault(written.type, []).append(number)
-    if len(by_type) == 1:  # as the job wrote them: one array of every file's chunks, no copy
-        id_type = next(iter(by_type))
-        chunks = [chunk for _, written in per_file for chunk in written.chunks]
-        return rows_of(pa.chunked_array(chunks, type=id_type), input_ids, rows), starts
-    found = np.full(int(starts[-1]), -1, dtype=np.int64)
     for id_type, numbers in by_type.items():
         chunks = [chunk for number in numbers for chunk in per_file[number][1].chunks]
-        where = np.concatenate([np.arange(starts[n], starts[n + 1]) for n in numbers])
-        found[where] = rows_of(pa.chunked_array(chunks, type=id_type), input_ids, rows)
-    return found, starts
+        per_chunk = rows_of(pa.chunked_array(chunks, type=id_type), input_ids, rows)
+        at = 0
+        for number in numbers:
+            count = per_file[number][1].num_chunks
+            if count:
+                found[number] = per_chunk[at] if count == 1 else np.concatenate(per_chunk[at:at + count])
+            at += count
+    return found
 
 
-def written_rows(per_file: list, input_ids: pa.Array | None, rows: int) -> tuple[np.ndarray, list]:
-    """The input row of every id in OUTDIR (an id may repeat), and up to SHOWN_IDS ids that are not in the input."""
-    found, starts = rows_of_files(per_file, input_ids, rows)
+def written_rows(per_file: list, input_ids: pa.Array | None, rows: int) -> tuple[list, list]:
+    """The input rows of the ids in OUTDIR, one array per file (a row may repeat; ids not in the input are
+    left out), and up to SHOWN_IDS ids that are not in the input."""
+    found = rows_of_files(per_file, input_ids, rows)
     unexpected = []
-    for number in np.unique(np.searchsorted(starts, np.flatnonzero(found < 0)[:SHOWN_IDS], side="right") - 1):
-        bad = found[starts[number]:starts[number + 1]] < 0
-        unexpected += pc.filter(per_file[number][1], pa.array(bad)).slice(0, SHOWN_IDS).to_pylist()
-    return (found[found >= 0] if unexpected else found), unexpected[:SHOWN_IDS]
+    for number, file_rows in enumerate(found):
+        if len(file_rows) and file_rows.min() < 0:
+            if len(unexpected) < SHOWN_IDS:
+                unexpected += pc.filter(per_file[number][1], pa.array(file_rows < 0)).slice(0, SHOWN_IDS).to_pylist()
+            found[number] = file_rows[file_rows >= 0]
+    return found, unexpected[:SHOWN_IDS]
+
+
+def count_rows(found: list, rows: int) -> tuple[np.ndarray, int]:
+    """bool [rows]: the input rows that found (arrays of input rows, -1 for none) holds, and how many of its
+    rows are a second (or later) copy of one. One mark per row, not a count per row (np.bincount's int64
+    array is 8x the memory); counting each row's copies is left to the rare job that has repeats."""
+    seen = np.zeros(rows, dtype=bool)
+    total = 0
+    for file_rows in found:
+        if len(file_rows) and file_rows.min() < 0:
+            file_rows = file_rows[file_rows >= 0]
+        seen[file_rows] = True
+        total += len(file_rows)
+    return seen, total - int(np.count_nonzero(seen))
 
 
 def id_of(row: int, input_ids: pa.Array | None):
@@ -425,9 +451,7 @@ def done_rows(outdir: OutputDir, input_ids, rows: int, quiet: bool) -> np.ndarra
     if unexpected:
         raise InputError(f"-o {outdir.path}: holds ids that are not in the input ({', '.join(map(repr, unexpected))}"
                          f"); was the input changed?")
-    done = np.zeros(rows, dtype=bool)
-    done[found] = True
-    return done
+    return count_rows(found, rows)[0]
 
 
 def embed_rows(args, spec: sh.ReadSpec, keep_schema, items: list, outdir: OutputDir, stats) -> None:
@@ -482,9 +506,11 @@ def remove_duplicates(outdir: OutputDir, input_ids, rows: int) -> int:
     in name order keeps its row, the others are rewritten without it.
     """
     per_file = outdir.written_ids()[0]
-    found, starts = rows_of_files(per_file, input_ids, rows)  # all files' ids, in name order
-    if not (np.bincount(found[found >= 0], minlength=rows) > 1).any():
+    found = rows_of_files(per_file, input_ids, rows)  # each file's ids, in name order
+    if count_rows(found, rows)[1] == 0:
         return 0  # the usual case, found in linear time: no id written twice
+    starts = np.concatenate([[0], np.cumsum([len(file_rows) for file_rows in found])]).astype(np.int64)
+    found = np.concatenate(found)  # all files' ids, in name order
     keep = found < 0  # ids not in the input are summarize's to report
     keep[np.unique(found, return_index=True)[1]] = True  # the first row of each id over all files
     removed = 0
@@ -528,8 +554,9 @@ def summarize(outdir: OutputDir, input_ids, rows: int, before: int, actors: list
     """Count OUTDIR's ids against the input's, print the closing summary; 0 if every id is there once, else 2."""
     written, moved = outdir.written_ids()
     found, unexpected = written_rows(written, input_ids, rows)
-    counts = np.bincount(found, minlength=rows)
-    missing, repeated = np.flatnonzero(counts == 0), np.flatnonzero(counts > 1)
+    seen, copies = count_rows(found, rows)
+    missing = np.flatnonzero(~seen)
+    repeated = np.flatnonzero(np.bincount(np.concatenate(found), minlength=rows) > 1) if copies else missing[:0]
     embedded = sum(actor["rows"] for actor in actors)
     truncated = sum(actor["truncated"] for actor in actors)
     if truncated:
@@ -543,7 +570,7 @@ def summarize(outdir: OutputDir, input_ids, rows: int, before: int, actors: list
     todo = rows - before
     rate = f"{todo / seconds:.1f} texts/s" if todo and seconds > 0 else "nothing to embed"
     info(f"rows read: {todo} (of {rows}; {before} were already in {outdir.path}), rows embedded: {embedded} by "
-         f"{len(actors)} actor{'s' if len(actors) != 1 else ''}, rows written: {int(counts.sum()) - before} in "
+         f"{len(actors)} actor{'s' if len(actors) != 1 else ''}, rows written: {sum(map(len, found)) - before} in "
          f"{seconds:.1f} s ({rate})")
     problems = []
     if len(missing):
