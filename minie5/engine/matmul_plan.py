@@ -2,7 +2,7 @@
 
     matmul=   fewer than SERIAL_TOKENS (64) tokens          SERIAL_TOKENS or more
     "auto"    LayerLoop: all layers in one call per thread  BlasLinear, BlasAttention (sgemm)
-    "numba"   LayerLoop                                     SplitLinear, kernels.attention
+    "numba"   LayerLoop                                     SplitLinear, FusedAttention (online softmax)
     "blas"    BlasLinear, BlasAttention                     BlasLinear, BlasAttention
     int8      the linear layers whose weight is int8 run on the int8 kernels: inside LayerLoop below
               SERIAL_TOKENS, on kernels_int8.Int8Linear (rows split over the threads) from there; attention
@@ -70,7 +70,7 @@ def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
         small, large = Plan(kernels.SERIAL, BlasLinear(), BlasAttention()), Plan(kernels, BlasLinear(), BlasAttention())
     elif matmul == "numba":
         small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL), LayerLoop())
-        large = Plan(kernels, SplitLinear(), NumbaAttention(kernels))
+        large = Plan(kernels, SplitLinear(), FusedAttention())
     else:
         small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL), LayerLoop())
         large = Plan(kernels, BlasLinear(), BlasAttention())
@@ -101,6 +101,21 @@ class SplitLinear:
         kernel, matrix = (panel.linear_panels, packed) if packed is not None else (kernels.linear_columns, weight)
         POOL.run(kernel, [(x, matrix, bias, out, cuts[t], cuts[t + 1])
                           for t in range(threads) if cuts[t + 1] > cuts[t]])
+
+
+class FusedAttention:
+    """kernels.attention_fused (online softmax over tiles) behind BlasAttention's signature.
+
+    The fused kernel never holds the probabilities, so when they are asked for
+    (probs and cols: output_attentions) this runs NumbaAttention instead, whose
+    probabilities are the very weights it mixes the values with.
+    """
+
+    def __call__(self, q, k, v, seq_starts, num_heads: int, out, probs=None, cols=None) -> None:
+        if probs is not None:
+            NumbaAttention(kernels)(q, k, v, seq_starts, num_heads, out, probs, cols)
+            return
+        kernels.attention_fused(q, k, v, seq_starts, num_heads, out, kernels.KEY_TILE)
 
 
 class NumbaAttention:
