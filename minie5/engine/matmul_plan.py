@@ -32,6 +32,28 @@ threads wait at the barriers for a core), within the noise of its minimum.
 At 64 and 128 tokens no plan was clearly ahead in this noise, so
 SERIAL_TOKENS stays 64 (docs/performance.md, "One short text").
 
+Attention from SERIAL_TOKENS on. kernels.attention_fused (FusedAttention: scores,
+softmax and the mix with the values in one pass over tiles, online softmax, no
+[L, L] buffer) against BlasAttention (two sgemm calls per head and softmax_rows
+between them) and kernels.attention, 2026-12-06, 2-core AMD EPYC Zen 4, OpenBLAS
+SkylakeX kernel, load average 3.8-4.0 from other jobs; ms per layer, min of 7
+interleaved calls, random q, k, v, 12 heads of 32:
+
+    batch             Numba threads   BlasAttention   attention_fused   kernels.attention
+    8 x 512 tokens    1               55.2            71.5              88.2
+    32 x 128 tokens   1               17.0            29.8              32.4
+    8 x 512 tokens    2               61.4            74.8              87.1   (the other core busy)
+
+and in the whole forward (scripts/time_blocks.py --attention blas / fused, the
+attention row, ms; load average 4-7): 8 x 512 float32 909-1030 / 609-1021, int8
+500-814 / 632-1081; 32 x 128 float32 247-256 / 379-445, int8 222-263 / 454-484.
+sgemm stays the faster at both lengths (per head at 512 tokens, in cache: 0.20 ms
+for q k^T, 0.13 softmax, 0.19 probs v; the fused kernel spends 0.25 on the scores,
+0.30 on the mix, 0.11 on the exponentials), so "auto" (float32 and int8, whose
+attention is float32) keeps BlasAttention; "numba", which has no sgemm, runs the
+fused kernel instead of kernels.attention (1.1-1.2x faster, and it never holds a
+text's [L, L] scores).
+
 All the settings give the same results to float32 rounding (docs/behaviour.md);
 the figures behind the threshold are in docs/performance.md.
 """
