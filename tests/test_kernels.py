@@ -769,3 +769,46 @@ def test_panel_kernel_compiled_for_an_avx2_only_cpu(tmp_path):
     print(f"float32 panel kernel for haswell: tile {result['tile']}, instructions {result['counts']}")
     assert result["ok"] and result["tile"] == [2, 2]
     assert result["counts"]["fma_ymm"] >= 8 and result["counts"]["fma_zmm"] == 0
+
+
+FUSED_ASM_SCRIPT = """
+import json, math, re
+import numpy as np
+from minie5.engine import kernels
+rng = np.random.default_rng(4)
+q, k, v = (rng.standard_normal((300, 64)).astype(np.float32) for _ in range(3))
+out = np.empty_like(q)
+kernels.attention_fused(q, k, v, np.array([0, 300]), 2, out, kernels.KEY_TILE)
+s = q[:, :32].astype(np.float64) @ k[:, :32].T / math.sqrt(32)
+p = np.exp(s - s.max(1, keepdims=True))
+ok = bool(np.allclose(out[:, :32], p / p.sum(1, keepdims=True) @ v[:, :32], atol=1e-5))
+counts = {}
+for name in ("_tile_scores", "_mix_values"):
+    asm = list(getattr(kernels, name).inspect_asm().values())[0]
+    counts[name] = {"fma_zmm": len(re.findall(r"vfmadd\\w*ps\\s+[^\\n]*zmm", asm)),
+                    "fma_ymm": len(re.findall(r"vfmadd\\w*ps\\s+[^\\n]*ymm", asm))}
+print(json.dumps({"ok": ok, "counts": counts}))
+"""
+
+
+@pytest.mark.slow
+def test_fused_attention_loops_are_vector_fmas(tmp_path):
+    """The fused attention's two product loops (scores over 16 keys per vector, the mix with the values)
+    compile to fused multiply-adds on zmm (AVX-512) or ymm (AVX2) on this CPU, in a fresh process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from helpers import REPO
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", FUSED_ASM_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"fused attention on this CPU: instructions {result['counts']}")
+    assert result["ok"]
+    for counts in result["counts"].values():
+        if _cpu_has("avx512f"):
+            assert counts["fma_zmm"] >= 2
+        elif _cpu_has("avx2"):
+            assert counts["fma_ymm"] >= 2

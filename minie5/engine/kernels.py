@@ -430,7 +430,8 @@ def attention(q, k, v, seq_starts, num_heads, out):
     achieves in a padded batch. Both products run on the matmul micro-kernel
     (for probs @ v_a, v_a is first copied transposed so its rows are contiguous).
     Tasks are (text, head) pairs spread over Numba's threads. From 64 tokens
-    per batch the default plan runs blas.BlasAttention instead (matmul_plan.py).
+    per batch the default plan runs blas.BlasAttention instead, and matmul="numba"
+    `attention_fused` (matmul_plan.py).
     """
     H = q.shape[1]
     D = H // num_heads
