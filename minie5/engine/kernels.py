@@ -514,44 +514,60 @@ def _tile_scores(q_tile, k_t, R, j0, C, scores):
 
     q_tile: [QUERY_TILE, D], k_t: [D, L] (the head's keys transposed, so a key
     tile's d-th components are contiguous). Each pass adds 4 components of the
-    dot products to two rows of scores at once: 16 keys per vector
-    multiply-add, 8 multiply-adds per 4 loads of keys and one load and store of
-    each row. (The dot-product form, vectorised over D, would add up its lanes
-    for every score: D is only 32.)
+    dot products to 4 rows of scores at once: 16 keys per vector multiply-add,
+    16 multiply-adds per 4 loads of keys and one load and store of each row.
+    (The dot-product form, vectorised over D, would add up its vector lanes for
+    every score: D is only 32.) Rows past the last multiple of 4 go one by one.
     """
     D = q_tile.shape[1]
     for r in range(R):
         for j in range(C):
             scores[r, j] = np.float32(0.0)
     r = 0
-    while r + 2 <= R:
-        row0, row1 = scores[r], scores[r + 1]
-        q0, q1 = q_tile[r], q_tile[r + 1]
+    while r + 4 <= R:
+        row0, row1, row2, row3 = scores[r], scores[r + 1], scores[r + 2], scores[r + 3]
+        q0, q1, q2, q3 = q_tile[r], q_tile[r + 1], q_tile[r + 2], q_tile[r + 3]
         d = 0
         while d + 4 <= D:
             a0, a1, a2, a3 = q0[d], q0[d + 1], q0[d + 2], q0[d + 3]
             b0, b1, b2, b3 = q1[d], q1[d + 1], q1[d + 2], q1[d + 3]
+            c0, c1, c2, c3 = q2[d], q2[d + 1], q2[d + 2], q2[d + 3]
+            e0, e1, e2, e3 = q3[d], q3[d + 1], q3[d + 2], q3[d + 3]
             k0, k1, k2, k3 = k_t[d, j0:j0 + C], k_t[d + 1, j0:j0 + C], k_t[d + 2, j0:j0 + C], k_t[d + 3, j0:j0 + C]
             for j in range(C):
                 x0, x1, x2, x3 = k0[j], k1[j], k2[j], k3[j]
                 row0[j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
                 row1[j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+                row2[j] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+                row3[j] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
             d += 4
         while d < D:  # head widths that are not a multiple of 4
-            a0, b0 = q0[d], q1[d]
+            a0, b0, c0, e0 = q0[d], q1[d], q2[d], q3[d]
             k0 = k_t[d, j0:j0 + C]
             for j in range(C):
-                row0[j] += a0 * k0[j]
-                row1[j] += b0 * k0[j]
+                x0 = k0[j]
+                row0[j] += a0 * x0
+                row1[j] += b0 * x0
+                row2[j] += c0 * x0
+                row3[j] += e0 * x0
             d += 1
-        r += 2
-    if r < R:  # an odd last row
+        r += 4
+    while r < R:  # the last 1-3 rows of a text's last tile
         row0, q0 = scores[r], q_tile[r]
-        for d in range(D):
+        d = 0
+        while d + 4 <= D:
+            a0, a1, a2, a3 = q0[d], q0[d + 1], q0[d + 2], q0[d + 3]
+            k0, k1, k2, k3 = k_t[d, j0:j0 + C], k_t[d + 1, j0:j0 + C], k_t[d + 2, j0:j0 + C], k_t[d + 3, j0:j0 + C]
+            for j in range(C):
+                row0[j] += a0 * k0[j] + a1 * k1[j] + a2 * k2[j] + a3 * k3[j]
+            d += 4
+        while d < D:
             a0 = q0[d]
             k0 = k_t[d, j0:j0 + C]
             for j in range(C):
                 row0[j] += a0 * k0[j]
+            d += 1
+        r += 1
 
 
 @njit(cache=True, fastmath=REORDER_SUMS, nogil=True)

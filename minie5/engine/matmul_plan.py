@@ -48,8 +48,8 @@ and in the whole forward (scripts/time_blocks.py --attention blas / fused, the
 attention row, ms; load average 4-7): 8 x 512 float32 909-1030 / 609-1021, int8
 500-814 / 632-1081; 32 x 128 float32 247-256 / 379-445, int8 222-263 / 454-484.
 sgemm stays the faster at both lengths (per head at 512 tokens, in cache: 0.20 ms
-for q k^T, 0.13 softmax, 0.19 probs v; the fused kernel spends 0.25 on the scores,
-0.30 on the mix, 0.11 on the exponentials), so "auto" (float32 and int8, whose
+for q k^T, 0.13 softmax, 0.19 probs v; the fused kernel 0.89 in all: 0.25 scores,
+0.17 maxima and exponentials, 0.29 mix, 0.10 copying K and V transposed), so "auto" (float32 and int8, whose
 attention is float32) keeps BlasAttention; "numba", which has no sgemm, runs the
 fused kernel instead of kernels.attention (1.1-1.2x faster, and it never holds a
 text's [L, L] scores).
