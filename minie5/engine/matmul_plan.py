@@ -36,23 +36,26 @@ Attention from SERIAL_TOKENS on. kernels.attention_fused (FusedAttention: scores
 softmax and the mix with the values in one pass over tiles, online softmax, no
 [L, L] buffer) against BlasAttention (two sgemm calls per head and softmax_rows
 between them) and kernels.attention, 2026-12-06, 2-core AMD EPYC Zen 4, OpenBLAS
-SkylakeX kernel, load average 3.8-4.0 from other jobs; ms per layer, min of 7
-interleaved calls, random q, k, v, 12 heads of 32:
+SkylakeX kernel, load average 2.3-2.7 from other jobs; ms per layer, min of 7
+interleaved calls, random q, k, v, 12 heads of 32, the range over 2-3 runs:
 
     batch             Numba threads   BlasAttention   attention_fused   kernels.attention
-    8 x 512 tokens    1               55.2            71.5              88.2
-    32 x 128 tokens   1               17.0            29.8              32.4
-    8 x 512 tokens    2               61.4            74.8              87.1   (the other core busy)
+    8 x 512 tokens    1               56.5-63.5       73.2-95.8         94.4-108.6
+    32 x 128 tokens   1               19.1-20.3       28.9-30.8         35.5-37.5
+    8 x 512 tokens    2               61.6            96.6              110.8
+    32 x 128 tokens   2               19.3-20.3       37.3-42.7         35.4-43.4
+    16 x 64 tokens    2               3.4-4.0         6.8-8.8           6.4-7.9
 
 and in the whole forward (scripts/time_blocks.py --attention blas / fused, the
-attention row, ms; load average 4-7): 8 x 512 float32 909-1030 / 609-1021, int8
-500-814 / 632-1081; 32 x 128 float32 247-256 / 379-445, int8 222-263 / 454-484.
-sgemm stays the faster at both lengths (per head at 512 tokens, in cache: 0.20 ms
+attention row, ms, three rounds at load average 2.2-7, too noisy to rank them):
+8 x 512 float32 909-1030 / 609-1021, int8 500-814 / 632-1081; 32 x 128 float32
+227-256 / 209-445, int8 124-263 / 175-484.
+sgemm stays the faster at every length (per head at 512 tokens, in cache: 0.20 ms
 for q k^T, 0.13 softmax, 0.19 probs v; the fused kernel 0.89 in all: 0.25 scores,
-0.17 maxima and exponentials, 0.29 mix, 0.10 copying K and V transposed), so "auto" (float32 and int8, whose
-attention is float32) keeps BlasAttention; "numba", which has no sgemm, runs the
-fused kernel instead of kernels.attention (1.1-1.2x faster, and it never holds a
-text's [L, L] scores).
+0.17 maxima and exponentials, 0.29 mix, 0.10 copying K and V transposed), so "auto"
+(float32 and int8, whose attention is float32) keeps BlasAttention; "numba", which
+has no sgemm, runs the fused kernel instead of kernels.attention: faster on long
+texts, on a par from 64 to 128 tokens, and it never holds a text's [L, L] scores.
 
 All the settings give the same results to float32 rounding (docs/behaviour.md);
 the figures behind the threshold are in docs/performance.md.
