@@ -166,6 +166,33 @@ def manhattan_distances(a, b):
     return np.abs(difference).sum(axis=-1)
 
 
+def attention_online(q, k, v, query_tile=8, key_tile=256):
+    # The core of attention() for one text and one head, computed the way engine/kernels.attention_fused
+    # computes it: tile by tile, with a running maximum and sum per query (online softmax), so the
+    # [L, L] scores are never held at once. Same result as softmax(q k^T / sqrt(D)) @ v.
+    # q, k, v: [L, D] -> context: [L, D]
+    L, D = q.shape
+    context = np.empty((L, D), np.float32)
+    q = q.astype(np.float64) / math.sqrt(D)
+    for i0 in range(0, L, query_tile):
+        q_tile = q[i0:i0 + query_tile]  # [R, D]
+        m = None  # [R, 1] largest score seen so far per query (set by the first key tile: no -inf)
+        for j0 in range(0, L, key_tile):
+            scores = q_tile @ k[j0:j0 + key_tile].T  # [R, C]
+            if m is None:
+                m = scores.max(axis=1, keepdims=True)  # [R, 1]
+                total = np.zeros((len(q_tile), 1))  # [R, 1] sum of exp(score - m) so far
+                acc = np.zeros((len(q_tile), D))  # [R, D] sum of exp(score - m) * v so far
+            m_new = np.maximum(m, scores.max(axis=1, keepdims=True))  # [R, 1]
+            rescale = np.exp(m - m_new)  # [R, 1] what was summed against m, moved to m_new
+            weights = np.exp(scores - m_new)  # [R, C] unnormalised softmax weights
+            total = total * rescale + weights.sum(axis=1, keepdims=True)
+            acc = acc * rescale + weights @ v[j0:j0 + key_tile]  # [R, D]
+            m = m_new
+        context[i0:i0 + query_tile] = acc / total  # [R, D]
+    return context
+
+
 # ---------------------------------------------------------------- erf for arrays (used by gelu)
 # W. J. Cody's rational Chebyshev approximations (Math. Comp. 23 (1969) 631-638), with the
 # coefficients of his CALERF (netlib specfun/erf): at least 18 significant digits in theory, so

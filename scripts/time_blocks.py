@@ -3,6 +3,7 @@
 
     python scripts/time_blocks.py --model DIR                  # 32 texts x 128 tokens (docs/architecture.md)
     python scripts/time_blocks.py --model DIR --batch 8 --tokens 512 --repeats 5
+    python scripts/time_blocks.py --model DIR --batch 8 --tokens 512 --attention fused
 
 Runs FastEncoder.embed_packed (the code path Model.encode takes) with every
 kernel call wrapped in a timer, so the real calls are measured in their real
@@ -40,7 +41,9 @@ import minie5  # noqa: E402
 from minie5.engine import encoder  # noqa: E402
 from minie5.engine import workers  # noqa: E402
 from minie5.engine.kernels import njit  # noqa: E402
-from minie5.engine.matmul_plan import Plan  # noqa: E402
+from minie5.engine import kernels  # noqa: E402
+from minie5.engine.blas import BlasAttention  # noqa: E402
+from minie5.engine.matmul_plan import FusedAttention, NumbaAttention, Plan  # noqa: E402
 
 LINEAR_BLOCKS = {  # a field of encoder.LayerLinears -> the block its matmul belongs to
     "qkv": "Q, K, V projections",
@@ -48,6 +51,10 @@ LINEAR_BLOCKS = {  # a field of encoder.LayerLinears -> the block its matmul bel
     "ffn_up": "FFN up (H -> F)",
     "ffn_down": "FFN down (F -> H)",
 }
+
+
+ATTENTIONS = {"plan": None, "blas": BlasAttention, "fused": FusedAttention,  # --attention
+              "numba": lambda: NumbaAttention(kernels)}
 
 
 LAYER_LOOP = "all layers (layer_loop, 1 call)"  # a short batch's layers: one timer around the lot
@@ -146,6 +153,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--tokens", type=int, default=128, help="tokens per text, <s> and </s> included (default 128)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (default 3)")
     parser.add_argument("--quantize", choices=("int8",), default=None, help="time the int8 model")
+    parser.add_argument("--attention", choices=tuple(ATTENTIONS), default="plan",
+                        help="the attention engine from 64 tokens on: the plan's (default), or one named "
+                             "(blas: BlasAttention, fused: kernels.attention_fused, numba: kernels.attention)")
     args = parser.parse_args(argv)
     model = minie5.load(args.model or os.environ.get("MINIE5_MODEL") or minie5.DEFAULT_MODEL, quantize=args.quantize)
     c = model.config
@@ -154,6 +164,8 @@ def main(argv=None) -> dict:
     packed = encoder.pack(ids)
 
     fast = encoder.FastEncoder(c, model.weights, matmul=model.matmul, quantize=model.quantize)
+    if ATTENTIONS[args.attention] is not None:
+        fast.large_plan = fast.large_plan._replace(attention=ATTENTIONS[args.attention]())
     fast.embed_packed(*packed, c.pooling)  # compile / warm up before anything is timed
     plain_runs = []
     for _ in range(args.repeats):  # without timers, for comparison
@@ -186,7 +198,8 @@ def main(argv=None) -> dict:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
           f"numba threads {__import__('numba').get_num_threads()}, python {platform.python_version()}")
     print(f"batch: {args.batch} texts x {args.tokens} tokens = {tokens} tokens; fastest of {args.repeats} runs; "
-          f"fastest without timers: {1e3 * plain:.2f} ms")
+          f"fastest without timers: {1e3 * plain:.2f} ms; attention from 64 tokens: "
+          f"{type(untimed[1].attention).__name__}")
     print(f"{'block':<34}{'ms':>9}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>9}")
     for block in sorted(blocks, key=lambda b: -best[b]):
         g = (sum(flops.values()) if block == LAYER_LOOP else flops.get(block, 0.0)) * tokens / 1e9

@@ -13,7 +13,7 @@ from minie5.engine import kernels
 from minie5 import reference
 from minie5.checkpoint.config import ModelConfig
 from minie5.engine.encoder import FastEncoder, pack
-from minie5.engine.matmul_plan import SERIAL_TOKENS, NumbaAttention
+from minie5.engine.matmul_plan import SERIAL_TOKENS, FusedAttention, NumbaAttention
 
 rng = np.random.default_rng(1234)
 
@@ -179,7 +179,8 @@ def blas_attention(threads):
 
 
 ATTENTIONS = {"numba": lambda: kernels.attention, "numba-serial": lambda: kernels.SERIAL.attention,
-              "blas-1": lambda: blas_attention(1), "blas-2": lambda: blas_attention(2)}
+              "blas-1": lambda: blas_attention(1), "blas-2": lambda: blas_attention(2),
+              "fused": lambda: FusedAttention()}
 
 
 @pytest.mark.parametrize("impl", list(ATTENTIONS))
@@ -188,7 +189,8 @@ ATTENTIONS = {"numba": lambda: kernels.attention, "numba-serial": lambda: kernel
 def test_attention_matches_padded_reference(heads, head_dim, lengths, impl):
     """Packed attention over each text == reference softmax attention with a padding mask.
 
-    For kernels.attention, its serial twin and blas.BlasAttention (at 1 and 2 threads)."""
+    For kernels.attention, its serial twin, blas.BlasAttention (at 1 and 2 threads) and
+    matmul_plan.FusedAttention (kernels.attention_fused)."""
     hidden = heads * head_dim
     T = max(lengths)
     q, k, v = randn(len(lengths), T, hidden), randn(len(lengths), T, hidden), randn(len(lengths), T, hidden)
@@ -297,6 +299,118 @@ def test_fast_forward_matches_reference_forward(hidden, heads, layers, ffn, matm
     assert np.all(got[~real] == 0)  # padding positions are zero in the fast path
 
 
+KEY_TILE_OF_TEST = 16  # small key tiles: every text past 16 tokens spans several, so the running max is rescaled
+
+
+def softmax_attention(q, k, v, seq_starts, heads):
+    """The plain formula per (text, head), in float64: softmax(q k^T / sqrt(D)) v -> [N, H]."""
+    D = q.shape[1] // heads
+    out = np.empty(q.shape, np.float64)
+    for s, e in zip(seq_starts[:-1], seq_starts[1:]):
+        for a in range(heads if e > s else 0):
+            c = slice(a * D, (a + 1) * D)
+            scores = q[s:e, c].astype(np.float64) @ k[s:e, c].T.astype(np.float64) / math.sqrt(D)
+            probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+            out[s:e, c] = probs / probs.sum(axis=1, keepdims=True) @ v[s:e, c]
+    return out
+
+
+@pytest.mark.parametrize("key_tile", [KEY_TILE_OF_TEST, kernels.KEY_TILE])
+@pytest.mark.parametrize("lengths", [[1], [7], [33], [100], [515], [3, 1, 100, 0, 33, 7, 260]])
+@pytest.mark.parametrize("heads,head_dim", [(12, 32), (3, 13), (2, 4)])  # 13: not a multiple of the 4-wide steps
+def test_attention_fused_matches_its_twin_and_the_softmax(heads, head_dim, lengths, key_tile):
+    """kernels.attention_fused == reference.attention_online (the same tiles in NumPy, float64) == the plain
+    softmax formula, for lengths that are not multiples of the tiles, several texts packed (one empty)."""
+    hidden = heads * head_dim
+    N = sum(lengths)
+    q, k, v = randn(N, hidden, scale=2.0), randn(N, hidden, scale=2.0), randn(N, hidden)
+    seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    out = np.full((N, hidden), np.nan, np.float32)  # every entry must be written
+    kernels.attention_fused(q, k, v, seq_starts, heads, out, key_tile)
+    D = head_dim
+    twin = np.empty((N, hidden), np.float32)
+    for s, e in zip(seq_starts[:-1], seq_starts[1:]):
+        for a in range(heads):
+            c = slice(a * D, (a + 1) * D)
+            if e > s:
+                twin[s:e, c] = reference.attention_online(q[s:e, c], k[s:e, c], v[s:e, c], kernels.QUERY_TILE,
+                                                          key_tile)
+    expected = softmax_attention(q, k, v, seq_starts, heads)
+    np.testing.assert_allclose(twin, expected, atol=1e-6, rtol=1e-6)  # the twin is the softmax, tiled
+    np.testing.assert_allclose(out, twin, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_fused_rescales_when_a_later_key_tile_holds_the_maximum():
+    """Large scores (q scaled by 30) that grow from key tile to key tile, so each tile raises every row's
+    running maximum: the sums kept so far must be scaled down each time (2^(m_old - m_new) ~ 2^-100 and
+    below). Against the plain softmax in float64, and no NaN or inf anywhere."""
+    heads, D, L = 2, 8, 70
+    direction = randn(D)
+    k = np.outer(np.linspace(-3, 3, L), direction).astype(np.float32) + randn(L, D, scale=0.01)  # scores grow with j
+    k = np.tile(k, (1, heads))
+    q = np.tile(30 * direction[None, :] + randn(L, D, scale=0.1), (1, heads)).astype(np.float32)
+    v = randn(L, heads * D)
+    seq_starts = np.array([0, L], np.int64)
+    expected = softmax_attention(q, k, v, seq_starts, heads)
+    scores = q[:, :D].astype(np.float64) @ k[:, :D].T / math.sqrt(D)
+    assert np.ptp(scores, axis=1).min() > 100  # the exponentials span far more than float32's range
+    for key_tile in (8, KEY_TILE_OF_TEST, 64):
+        out = np.full_like(q, np.nan)
+        kernels.attention_fused(q, k, v, seq_starts, heads, out, key_tile)
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+        twin = reference.attention_online(q[:, :D], k[:, :D], v[:, :D], kernels.QUERY_TILE, key_tile)
+        np.testing.assert_allclose(out[:, :D], twin, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_fused_on_the_real_models_projections(e5_dir):
+    """q, k, v of multilingual-e5-small's layer 0 (from the embeddings of real token ids) over texts of
+    5, 130 and 300 tokens: kernels.attention_fused == the plain softmax == kernels.attention."""
+    from minie5.checkpoint.config import read_config
+    from minie5.checkpoint.weights import load_weights
+    config = read_config(e5_dir)
+    w = load_weights(e5_dir / "model.safetensors", config)
+    lengths = [5, 130, 300]
+    ids = [[0] + rng.integers(5, 250000, n - 2).tolist() + [2] for n in lengths]
+    x = np.concatenate([reference.embed(config, w, np.array([row]))[0] for row in ids])  # [N, H]
+    q, k, v = (np.ascontiguousarray(reference.linear(x, w[f"encoder.layer.0.attention.self.{n}.weight"],
+                                                     w[f"encoder.layer.0.attention.self.{n}.bias"]), np.float32)
+               for n in ("query", "key", "value"))
+    seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    heads = config.num_attention_heads
+    fused, plain = np.empty_like(q), np.empty_like(q)
+    kernels.attention_fused(q, k, v, seq_starts, heads, fused, kernels.KEY_TILE)
+    kernels.attention(q, k, v, seq_starts, heads, plain)
+    expected = softmax_attention(q, k, v, seq_starts, heads)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(fused, expected, atol=1e-5 * scale, rtol=1e-5)
+    np.testing.assert_allclose(fused, plain, atol=1e-5 * scale, rtol=1e-5)
+
+
+def test_attention_fused_does_not_depend_on_threads_batch_mates_or_position():
+    """A text's context from attention_fused: the same bits with 1 or 2 Numba threads, in the serial twin,
+    and alone or packed after other texts (what keeps matmul="numba" bit-identical, docs/behaviour.md)."""
+    heads, hidden = 3, 39
+    lengths = [40, 300, 7]
+    N = sum(lengths)
+    q, k, v = randn(N, hidden), randn(N, hidden), randn(N, hidden)
+    seq_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    outs = []
+    for threads in (1, 2):
+        out = np.empty_like(q)
+        with_numba_threads(threads, kernels.attention_fused, q, k, v, seq_starts, heads, out, kernels.KEY_TILE)
+        outs.append(out)
+    serial = np.empty_like(q)
+    kernels.SERIAL.attention_fused(q, k, v, seq_starts, heads, serial, kernels.KEY_TILE)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], serial)
+    s, e = seq_starts[1], seq_starts[2]  # the 300-token text, alone
+    alone = np.empty((e - s, hidden), np.float32)
+    kernels.attention_fused(q[s:e].copy(), k[s:e].copy(), v[s:e].copy(), np.array([0, e - s]), heads, alone,
+                            kernels.KEY_TILE)
+    assert np.array_equal(alone, outs[0][s:e])
+
+
 def test_blas_attention_refuses_an_output_it_could_not_write_in_place():
     from minie5.engine.blas import BlasAttention
     q = randn(10, 8)
@@ -307,6 +421,7 @@ def test_blas_attention_refuses_an_output_it_could_not_write_in_place():
 
 ATTENTIONS_WITH_PROBS = {  # the attention calls of encoder.py, which write out probs when given them
     "numba": lambda: NumbaAttention(kernels),  # kernels.attention, then kernels.attention_probs
+    "fused": lambda: FusedAttention(),  # with probs asked for: NumbaAttention's path
     "blas-1": lambda: blas_attention(1), "blas-2": lambda: blas_attention(2)}
 
 
@@ -350,7 +465,7 @@ def test_every_kernel_names_its_reference_twin():
     compiled = {name: f for name, f in vars(kernels).items()
                 if isinstance(f, numba.core.registry.CPUDispatcher) and not name.startswith("_")}
     assert {"linear", "matmul_nt_tile", "gelu", "add_layer_norm", "embed", "softmax_rows", "attention",
-            "attention_probs", "mean_pool", "max_pool", "cls_pool"} <= set(compiled)
+            "attention_fused", "attention_probs", "mean_pool", "max_pool", "cls_pool"} <= set(compiled)
     for name, f in compiled.items():
         assert "twin:" in (f.__doc__ or "").lower(), f"kernels.{name} does not name its twin"
 
@@ -654,3 +769,46 @@ def test_panel_kernel_compiled_for_an_avx2_only_cpu(tmp_path):
     print(f"float32 panel kernel for haswell: tile {result['tile']}, instructions {result['counts']}")
     assert result["ok"] and result["tile"] == [2, 2]
     assert result["counts"]["fma_ymm"] >= 8 and result["counts"]["fma_zmm"] == 0
+
+
+FUSED_ASM_SCRIPT = """
+import json, math, re
+import numpy as np
+from minie5.engine import kernels
+rng = np.random.default_rng(4)
+q, k, v = (rng.standard_normal((300, 64)).astype(np.float32) for _ in range(3))
+out = np.empty_like(q)
+kernels.attention_fused(q, k, v, np.array([0, 300]), 2, out, kernels.KEY_TILE)
+s = q[:, :32].astype(np.float64) @ k[:, :32].T / math.sqrt(32)
+p = np.exp(s - s.max(1, keepdims=True))
+ok = bool(np.allclose(out[:, :32], p / p.sum(1, keepdims=True) @ v[:, :32], atol=1e-5))
+counts = {}
+for name in ("_tile_scores", "_mix_values"):
+    asm = list(getattr(kernels, name).inspect_asm().values())[0]
+    counts[name] = {"fma_zmm": len(re.findall(r"vfmadd\\w*ps\\s+[^\\n]*zmm", asm)),
+                    "fma_ymm": len(re.findall(r"vfmadd\\w*ps\\s+[^\\n]*ymm", asm))}
+print(json.dumps({"ok": ok, "counts": counts}))
+"""
+
+
+@pytest.mark.slow
+def test_fused_attention_loops_are_vector_fmas(tmp_path):
+    """The fused attention's two product loops (scores over 16 keys per vector, the mix with the values)
+    compile to fused multiply-adds on zmm (AVX-512) or ymm (AVX2) on this CPU, in a fresh process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from helpers import REPO
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", FUSED_ASM_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"fused attention on this CPU: instructions {result['counts']}")
+    assert result["ok"]
+    for counts in result["counts"].values():
+        if _cpu_has("avx512f"):
+            assert counts["fma_zmm"] >= 2
+        elif _cpu_has("avx2"):
+            assert counts["fma_ymm"] >= 2

@@ -430,7 +430,8 @@ def attention(q, k, v, seq_starts, num_heads, out):
     achieves in a padded batch. Both products run on the matmul micro-kernel
     (for probs @ v_a, v_a is first copied transposed so its rows are contiguous).
     Tasks are (text, head) pairs spread over Numba's threads. From 64 tokens
-    per batch the default plan runs blas.BlasAttention instead (matmul_plan.py).
+    per batch the default plan runs blas.BlasAttention instead, and matmul="numba"
+    `attention_fused` (matmul_plan.py).
     """
     H = q.shape[1]
     D = H // num_heads
@@ -497,6 +498,221 @@ def attention_probs(q, k, seq_starts, num_heads, cols, out):
         for i in range(L):
             for j in range(L):
                 out[b, a, cols[s + i], cols[s + j]] = probs[i, j]
+
+
+# ---------------------------------------------------------------- fused attention
+# Scores, softmax and the mix with the values in one pass over tiles, with a running
+# maximum and sum per query row (online softmax): no [L, L] matrix is ever written.
+
+QUERY_TILE = 8  # query rows per tile: their scores [QUERY_TILE, KEY_TILE] and context [QUERY_TILE, D] stay in L1
+KEY_TILE = 256  # keys per tile (matmul_plan.FusedAttention): 8 x 256 scores = 8 KB
+
+
+@njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
+def _tile_scores(q_tile, k_t, R, j0, C, scores):
+    """scores[r, j] = q_tile[r] . k_t[:, j0 + j] for r < R, j < C: a tile of q k^T, keys vectorised.
+
+    q_tile: [QUERY_TILE, D], k_t: [D, L] (the head's keys transposed, so a key
+    tile's d-th components are contiguous). Each pass adds 4 components of the
+    dot products to 4 rows of scores at once: 16 keys per vector multiply-add,
+    16 multiply-adds per 4 loads of keys and one load and store of each row.
+    (The dot-product form, vectorised over D, would add up its vector lanes for
+    every score: D is only 32.) Rows past the last multiple of 4 go one by one.
+    """
+    D = q_tile.shape[1]
+    for r in range(R):
+        for j in range(C):
+            scores[r, j] = np.float32(0.0)
+    r = 0
+    while r + 4 <= R:
+        row0, row1, row2, row3 = scores[r], scores[r + 1], scores[r + 2], scores[r + 3]
+        q0, q1, q2, q3 = q_tile[r], q_tile[r + 1], q_tile[r + 2], q_tile[r + 3]
+        d = 0
+        while d + 4 <= D:
+            a0, a1, a2, a3 = q0[d], q0[d + 1], q0[d + 2], q0[d + 3]
+            b0, b1, b2, b3 = q1[d], q1[d + 1], q1[d + 2], q1[d + 3]
+            c0, c1, c2, c3 = q2[d], q2[d + 1], q2[d + 2], q2[d + 3]
+            e0, e1, e2, e3 = q3[d], q3[d + 1], q3[d + 2], q3[d + 3]
+            k0, k1, k2, k3 = k_t[d, j0:j0 + C], k_t[d + 1, j0:j0 + C], k_t[d + 2, j0:j0 + C], k_t[d + 3, j0:j0 + C]
+            for j in range(C):
+                x0, x1, x2, x3 = k0[j], k1[j], k2[j], k3[j]
+                row0[j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+                row1[j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+                row2[j] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+                row3[j] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
+            d += 4
+        while d < D:  # head widths that are not a multiple of 4
+            a0, b0, c0, e0 = q0[d], q1[d], q2[d], q3[d]
+            k0 = k_t[d, j0:j0 + C]
+            for j in range(C):
+                x0 = k0[j]
+                row0[j] += a0 * x0
+                row1[j] += b0 * x0
+                row2[j] += c0 * x0
+                row3[j] += e0 * x0
+            d += 1
+        r += 4
+    while r < R:  # the last 1-3 rows of a text's last tile
+        row0, q0 = scores[r], q_tile[r]
+        d = 0
+        while d + 4 <= D:
+            a0, a1, a2, a3 = q0[d], q0[d + 1], q0[d + 2], q0[d + 3]
+            k0, k1, k2, k3 = k_t[d, j0:j0 + C], k_t[d + 1, j0:j0 + C], k_t[d + 2, j0:j0 + C], k_t[d + 3, j0:j0 + C]
+            for j in range(C):
+                row0[j] += a0 * k0[j] + a1 * k1[j] + a2 * k2[j] + a3 * k3[j]
+            d += 4
+        while d < D:
+            a0 = q0[d]
+            k0 = k_t[d, j0:j0 + C]
+            for j in range(C):
+                row0[j] += a0 * k0[j]
+            d += 1
+        r += 1
+
+
+@njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
+def _pow2_shifted(row, C, shift, exp_bits):
+    """row[j] = 2^(row[j] - shift) for j < C, in place; returns their sum (float64).
+
+    The exponential of softmax_rows (2^n times a degree-6 polynomial of the
+    fraction, exponents below -126 flushed to 2^-126), on scores already in
+    base-2 units; row[j] <= shift, so nothing overflows.
+    """
+    powers = exp_bits.view(np.float32)
+    for j in range(C):
+        t = max(row[j] - shift, np.float32(-126.0))
+        n = np.floor(t + np.float32(0.5))
+        f = t - n
+        row[j] = ((((((np.float32(1.5353362e-4) * f + np.float32(1.3398874e-3)) * f
+                      + np.float32(9.6181291e-3)) * f + np.float32(5.5504109e-2)) * f
+                    + np.float32(2.4022651e-1)) * f + np.float32(6.9314718e-1)) * f + np.float32(1.0))
+        exp_bits[j] = (np.int32(n) + np.int32(127)) << 23
+    total = 0.0  # float64, like softmax_rows' denominator
+    for j in range(C):
+        row[j] *= powers[j]
+        total += row[j]
+    return total
+
+
+@njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
+def _row_max(row, C):
+    """max(row[:C]) as 8 independent chains (a plain loop does not vectorise without nnan)."""
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = row[0]
+    j = 0
+    while j + 8 <= C:
+        b0, b1, b2, b3 = max(b0, row[j]), max(b1, row[j + 1]), max(b2, row[j + 2]), max(b3, row[j + 3])
+        b4, b5, b6, b7 = max(b4, row[j + 4]), max(b5, row[j + 5]), max(b6, row[j + 6]), max(b7, row[j + 7])
+        j += 8
+    for jj in range(j, C):
+        b0 = max(b0, row[jj])
+    return max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
+
+
+@njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
+def _mix_values(probs, v_t, R, j0, C, acc):
+    """acc[r] += probs[r, :C] @ v_t[:, j0:j0 + C].T for r < R: a tile's weighted sum of values.
+
+    v_t: [D, L], the head's values transposed, so each of the D outputs is a
+    C-long dot product over contiguous keys (vectorised over keys, its lanes
+    added once per tile). Two query rows at a time share each load of v_t.
+    """
+    D = v_t.shape[0]
+    r = 0
+    while r + 2 <= R:
+        p0, p1 = probs[r], probs[r + 1]
+        for d in range(D):
+            values = v_t[d, j0:j0 + C]
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            for j in range(C):
+                s0 += p0[j] * values[j]
+                s1 += p1[j] * values[j]
+            acc[r, d] += s0
+            acc[r + 1, d] += s1
+        r += 2
+    if r < R:  # an odd last row
+        p0 = probs[r]
+        for d in range(D):
+            values = v_t[d, j0:j0 + C]
+            s0 = np.float32(0.0)
+            for j in range(C):
+                s0 += p0[j] * values[j]
+            acc[r, d] += s0
+
+
+@njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
+def _head_context_fused(q, k, v, s, L, c0, D, key_tile, out):
+    """One (text, head) task of `attention_fused`: out[s:s+L, c0:c0+D], tile by tile (online softmax).
+
+    For each tile of QUERY_TILE query rows, the keys are visited key_tile at a
+    time; per row r it keeps the largest score seen so far m[r], the sum of
+    2^(score - m[r]) so far l[r] (float64) and acc[r] = sum of 2^(score - m[r]) v.
+    When a key tile raises m[r], l[r] and acc[r] are first multiplied by
+    2^(m_old - m_new). m starts at the first tile's maximum (no -inf anywhere).
+    At the end, context = acc / l. Scores are in base 2: q is scaled by
+    log2(e) / sqrt(D) as it is read, so 2^(score) = exp(q . k / sqrt(D)).
+    """
+    to_log2 = np.float32(1.0 / math.sqrt(D)) * _LOG2E
+    k_t = np.empty((D, L), np.float32)  # this head's keys and values, transposed: [D, L]
+    v_t = np.empty((D, L), np.float32)
+    for j in range(L):
+        for d in range(D):
+            k_t[d, j] = k[s + j, c0 + d]
+            v_t[d, j] = v[s + j, c0 + d]
+    q_tile = np.empty((QUERY_TILE, D), np.float32)  # scaled queries of one tile
+    scores = np.empty((QUERY_TILE, key_tile), np.float32)  # scores, then weights, of one tile
+    acc = np.empty((QUERY_TILE, D), np.float32)  # running weighted sums of values
+    row_max = np.empty(QUERY_TILE, np.float32)
+    row_sum = np.empty(QUERY_TILE, np.float64)
+    exp_bits = np.empty(key_tile, np.int32)
+    for i0 in range(0, L, QUERY_TILE):
+        R = min(QUERY_TILE, L - i0)
+        for r in range(R):
+            for d in range(D):
+                q_tile[r, d] = q[s + i0 + r, c0 + d] * to_log2
+                acc[r, d] = np.float32(0.0)
+        for j0 in range(0, L, key_tile):
+            C = min(key_tile, L - j0)
+            _tile_scores(q_tile, k_t, R, j0, C, scores)  # [R, C], base-2 units
+            for r in range(R):
+                row = scores[r]
+                best = _row_max(row, C)
+                if j0 == 0:
+                    row_max[r], row_sum[r] = best, 0.0
+                elif best > row_max[r]:  # rescale what was summed against the old maximum
+                    rescale = np.float32(2.0 ** (float(row_max[r]) - float(best)))
+                    row_sum[r] *= rescale
+                    for d in range(D):
+                        acc[r, d] *= rescale
+                    row_max[r] = best
+                row_sum[r] += _pow2_shifted(row, C, row_max[r], exp_bits)  # row: 2^(score - m), unnormalised
+            _mix_values(scores, v_t, R, j0, C, acc)  # acc[:R] += weights [R, C] @ values [C, D]
+        for r in range(R):
+            inv_sum = np.float32(1.0 / row_sum[r])
+            for d in range(D):
+                out[s + i0 + r, c0 + d] = acc[r, d] * inv_sum
+
+
+@njit(cache=True, parallel=True)
+def attention_fused(q, k, v, seq_starts, num_heads, out, key_tile):
+    """`attention` as one pass over tiles with an online softmax.  Twin: reference.attention_online.
+
+    q, k, v: [N, H] (projections, bias added), seq_starts: [B+1] -> out: [N, H],
+    the same result as `attention` (to float32 rounding) without ever holding a
+    text's [L, L] scores: per (text, head) task it keeps the head's keys
+    transposed [D, L], and per tile of QUERY_TILE queries [QUERY_TILE, key_tile]
+    scores and [QUERY_TILE, D] running sums (_head_context_fused). Tasks are
+    (text, head) pairs spread over Numba's threads. key_tile: keys per tile
+    (matmul_plan uses KEY_TILE; the tests use small ones to make texts span many tiles).
+    """
+    H = q.shape[1]
+    D = H // num_heads
+    B = seq_starts.shape[0] - 1
+    for task in prange(B * num_heads):
+        b = task // num_heads
+        L = seq_starts[b + 1] - seq_starts[b]
+        if L > 0:
+            _head_context_fused(q, k, v, seq_starts[b], L, (task % num_heads) * D, D, key_tile, out)
 
 
 @njit(cache=True, parallel=True)
@@ -592,6 +808,7 @@ def _serial_twin(kernel):
 
 SERIAL = types.SimpleNamespace(
     embed=_serial_twin(embed), attention=_serial_twin(attention),  # no linear: see matmul_plan.SplitLinear
+    attention_fused=_serial_twin(attention_fused),
     add_layer_norm=_serial_twin(add_layer_norm), gelu=_serial_twin(gelu),
     POOLERS={name: _serial_twin(pool) for name, pool in POOLERS.items()},
 )

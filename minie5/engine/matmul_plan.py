@@ -2,7 +2,7 @@
 
     matmul=   fewer than SERIAL_TOKENS (64) tokens          SERIAL_TOKENS or more
     "auto"    LayerLoop: all layers in one call per thread  BlasLinear, BlasAttention (sgemm)
-    "numba"   LayerLoop                                     SplitLinear, kernels.attention
+    "numba"   LayerLoop                                     SplitLinear, FusedAttention (online softmax)
     "blas"    BlasLinear, BlasAttention                     BlasLinear, BlasAttention
     int8      the linear layers whose weight is int8 run on the int8 kernels: inside LayerLoop below
               SERIAL_TOKENS, on kernels_int8.Int8Linear (rows split over the threads) from there; attention
@@ -31,6 +31,31 @@ median; the int8 loop on one thread was 10 % faster at this load (its
 threads wait at the barriers for a core), within the noise of its minimum.
 At 64 and 128 tokens no plan was clearly ahead in this noise, so
 SERIAL_TOKENS stays 64 (docs/performance.md, "One short text").
+
+Attention from SERIAL_TOKENS on. kernels.attention_fused (FusedAttention: scores,
+softmax and the mix with the values in one pass over tiles, online softmax, no
+[L, L] buffer) against BlasAttention (two sgemm calls per head and softmax_rows
+between them) and kernels.attention, 2026-12-06, 2-core AMD EPYC Zen 4, OpenBLAS
+SkylakeX kernel, load average 2.3-2.7 from other jobs; ms per layer, min of 7
+interleaved calls, random q, k, v, 12 heads of 32, the range over 2-3 runs:
+
+    batch             Numba threads   BlasAttention   attention_fused   kernels.attention
+    8 x 512 tokens    1               56.5-63.5       73.2-95.8         94.4-108.6
+    32 x 128 tokens   1               19.1-20.3       28.9-30.8         35.5-37.5
+    8 x 512 tokens    2               61.6            96.6              110.8
+    32 x 128 tokens   2               19.3-20.3       37.3-42.7         35.4-43.4
+    16 x 64 tokens    2               3.4-4.0         6.8-8.8           6.4-7.9
+
+and in the whole forward (scripts/time_blocks.py --attention blas / fused, the
+attention row, ms, three rounds at load average 2.2-7, too noisy to rank them):
+8 x 512 float32 909-1030 / 609-1021, int8 500-814 / 632-1081; 32 x 128 float32
+227-256 / 209-445, int8 124-263 / 175-484.
+sgemm stays the faster at every length (per head at 512 tokens, in cache: 0.20 ms
+for q k^T, 0.13 softmax, 0.19 probs v; the fused kernel 0.89 in all: 0.25 scores,
+0.17 maxima and exponentials, 0.29 mix, 0.10 copying K and V transposed), so "auto"
+(float32 and int8, whose attention is float32) keeps BlasAttention; "numba", which
+has no sgemm, runs the fused kernel instead of kernels.attention: faster on long
+texts, on a par from 64 to 128 tokens, and it never holds a text's [L, L] scores.
 
 All the settings give the same results to float32 rounding (docs/behaviour.md);
 the figures behind the threshold are in docs/performance.md.
@@ -70,7 +95,7 @@ def plans(matmul: str, quantize: str | None = None) -> tuple[Plan, Plan]:
         small, large = Plan(kernels.SERIAL, BlasLinear(), BlasAttention()), Plan(kernels, BlasLinear(), BlasAttention())
     elif matmul == "numba":
         small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL), LayerLoop())
-        large = Plan(kernels, SplitLinear(), NumbaAttention(kernels))
+        large = Plan(kernels, SplitLinear(), FusedAttention())
     else:
         small = Plan(kernels.SERIAL, SplitLinear(), NumbaAttention(kernels.SERIAL), LayerLoop())
         large = Plan(kernels, BlasLinear(), BlasAttention())
@@ -101,6 +126,21 @@ class SplitLinear:
         kernel, matrix = (panel.linear_panels, packed) if packed is not None else (kernels.linear_columns, weight)
         POOL.run(kernel, [(x, matrix, bias, out, cuts[t], cuts[t + 1])
                           for t in range(threads) if cuts[t + 1] > cuts[t]])
+
+
+class FusedAttention:
+    """kernels.attention_fused (online softmax over tiles) behind BlasAttention's signature.
+
+    The fused kernel never holds the probabilities, so when they are asked for
+    (probs and cols: output_attentions) this runs NumbaAttention instead, whose
+    probabilities are the very weights it mixes the values with.
+    """
+
+    def __call__(self, q, k, v, seq_starts, num_heads: int, out, probs=None, cols=None) -> None:
+        if probs is not None:
+            NumbaAttention(kernels)(q, k, v, seq_starts, num_heads, out, probs, cols)
+            return
+        kernels.attention_fused(q, k, v, seq_starts, num_heads, out, kernels.KEY_TILE)
 
 
 class NumbaAttention:
