@@ -345,6 +345,23 @@ def embed(token_ids, positions, word_embeddings, position_embeddings, token_type
 _LOG2E = np.float32(1.4426950408889634)
 
 
+@njit(cache=True, inline="always")
+def _row_max(row, C):
+    """max(row[:C]) as 8 independent chains (a plain loop does not vectorise without nnan).
+
+    Inlined into softmax_rows and attention_fused's tiles, which compile it under their REORDER_SUMS.
+    """
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = row[0]
+    j = 0
+    while j + 8 <= C:
+        b0, b1, b2, b3 = max(b0, row[j]), max(b1, row[j + 1]), max(b2, row[j + 2]), max(b3, row[j + 3])
+        b4, b5, b6, b7 = max(b4, row[j + 4]), max(b5, row[j + 5]), max(b6, row[j + 6]), max(b7, row[j + 7])
+        j += 8
+    for jj in range(j, C):
+        b0 = max(b0, row[jj])
+    return max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
+
+
 @njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
 def softmax_rows(scores, scale, exp_bits):
     """scores[i] = softmax(scale * scores[i]) for each row, in place.  Twin: the softmax in reference.attention.
@@ -368,15 +385,7 @@ def softmax_rows(scores, scale, exp_bits):
     powers = exp_bits.view(np.float32)  # the same memory, read as floats 2^n
     for i in range(scores.shape[0]):
         row = scores[i]
-        b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = row[0]  # 8 running maxima
-        j = 0
-        while j + 8 <= L:
-            b0, b1, b2, b3 = max(b0, row[j]), max(b1, row[j + 1]), max(b2, row[j + 2]), max(b3, row[j + 3])
-            b4, b5, b6, b7 = max(b4, row[j + 4]), max(b5, row[j + 5]), max(b6, row[j + 6]), max(b7, row[j + 7])
-            j += 8
-        for jj in range(j, L):
-            b0 = max(b0, row[jj])
-        best = max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
+        best = _row_max(row, L)
         for j in range(L):
             t = max((row[j] - best) * to_log2, np.float32(-126.0))
             n = np.floor(t + np.float32(0.5))
@@ -592,20 +601,6 @@ def _pow2_shifted(row, C, shift, exp_bits):
         row[j] *= powers[j]
         total += row[j]
     return total
-
-
-@njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
-def _row_max(row, C):
-    """max(row[:C]) as 8 independent chains (a plain loop does not vectorise without nnan)."""
-    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = row[0]
-    j = 0
-    while j + 8 <= C:
-        b0, b1, b2, b3 = max(b0, row[j]), max(b1, row[j + 1]), max(b2, row[j + 2]), max(b3, row[j + 3])
-        b4, b5, b6, b7 = max(b4, row[j + 4]), max(b5, row[j + 5]), max(b6, row[j + 6]), max(b7, row[j + 7])
-        j += 8
-    for jj in range(j, C):
-        b0 = max(b0, row[jj])
-    return max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
 
 
 @njit(cache=True, fastmath=REORDER_SUMS, nogil=True)
