@@ -455,16 +455,24 @@ def test_cli_bad_row_names_file_and_line(cluster, tiny, tmp_path):
 
 
 def test_cli_node_removed_mid_job(ray_env, tiny, texts, expected, tmp_path):
-    """Two nodes; the worker node is removed once files are written. The job goes on and loses nothing."""
+    """Two nodes; the worker node is removed once files are written. The job goes on and loses nothing.
+
+    --actors 4 on 3 + 2 CPUs puts at least one actor on the worker node (as
+    many as fit could all land on the head, and its loss would end no task).
+    """
     two_nodes = start_cluster(dict(NODE, num_cpus=2))
     worker = next(iter(two_nodes.worker_nodes))
     driver = None
     try:
+        ray.init(two_nodes.address)  # the figures' actor is on the head node, never on the one to be removed
+        head = ray.get_runtime_context().get_node_id()
+        assert [ray.get(job_stats().node_id.remote()) for _ in range(8)] == [head] * 8
+        ray.shutdown()
         inputs = write_jsonl_files(tmp_path / "in", texts * 2, parts=4)
         out = tmp_path / "out"
         driver = subprocess.Popen([sys.executable, "-m", "minie5", "embed", "--ray", two_nodes.address, "-i",
                                    str(inputs), "-o", str(out), "--model", str(tiny), "--field", "body",
-                                   "--id-field", "doc", "--rows-per-file", "256"],
+                                   "--id-field", "doc", "--rows-per-file", "256", "--actors", "4"],
                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         deadline = time.monotonic() + 300
         while not list(out.glob("*.parquet")) and driver.poll() is None and time.monotonic() < deadline:
@@ -475,12 +483,15 @@ def test_cli_node_removed_mid_job(ray_env, tiny, texts, expected, tmp_path):
         if driver is not None and driver.poll() is None:
             driver.kill()
         two_nodes.shutdown()
-    assert driver.returncode == 0, "\n".join(line for line in stderr.splitlines() if line.startswith("minie5"))
+    assert driver.returncode == 0, "\n".join([line for line in stderr.splitlines() if line.startswith("minie5")]
+                                             + stderr.splitlines()[-12:])  # and a traceback, if any
     table = read_outdir(out)
     doubled = np.concatenate([expected[None], expected[None]])
     check_once_and_equal(table.column("id").to_pylist(), vectors_of(table), doubled, rows_of=lambda d: int(d[4:]))
     counts = summary_counts(stderr)
     attempts = 1 + len(re.findall(r"minie5: attempt \d+ failed", stderr))
     assert attempts >= 2, stderr  # the node was lost mid-job, and the command ran another attempt
+    assert "were lost" not in stderr  # every attempt's figures reached the driver
+    assert re.search(r"--actors 4: the cluster now holds [12] actors? of 1 thread\(s\); this attempt runs [12]", stderr)
     print(f"ray node removed: {counts['rows']} rows, {counts['embedded']} embedded (the lost node's work again), "
           f"0 missing, 0 twice; attempts: {attempts}")

@@ -31,7 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from .ray_data import RESERVED_CPUS, embed_dataset, is_local_dir, job_stats, peak_rss  # MissingExtraError without ray
+# The first import raises MissingExtraError without ray:
+from .ray_data import (RESERVED_CPUS, actor_memory, actor_pool_size, embed_dataset, is_local_dir, job_stats,
+                       peak_rss)
 from ..errors import InputError, Minie5Error
 from ..io.files import DEFAULT_FIELD, describe_differences
 
@@ -393,14 +395,16 @@ def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> in
         items = shard_items(shard_list, done)
         if not items:
             break
+        pool = args.actors
         if attempt > 1:  # a new Ray job: Ray ends the failed one's actors, which would hold their CPUs
             ray.shutdown()
             connect(args.ray, quiet)
+            pool = actors_left(args, quiet)
         stats = job_stats()
         failed = False
         try:
             with stages.timing("writing"):
-                embed_rows(args, spec, keep_schema, items, outdir, stats)
+                embed_rows(args, spec, keep_schema, items, outdir, stats, pool)
         except Exception as e:  # noqa: BLE001 (sorted out by job_error)
             error = job_error(e, retry=attempt < MAX_ATTEMPTS)
             if error is not None:
@@ -454,7 +458,25 @@ def done_rows(outdir: OutputDir, input_ids, rows: int, quiet: bool) -> np.ndarra
     return count_rows(found, rows)[0]
 
 
-def embed_rows(args, spec: sh.ReadSpec, keep_schema, items: list, outdir: OutputDir, stats) -> None:
+def actors_left(args, quiet: bool) -> int | None:
+    """--actors for an attempt after a failed one: no more than the cluster holds now.
+
+    A lost node takes its CPUs with it. The first attempt refuses an --actors
+    that does not fit; a later one runs the actors that still fit, and says so,
+    rather than give up the rows it was started to finish.
+    """
+    if args.actors is None:
+        return None  # as many as fit, counted again by embed_dataset
+    fit = actor_pool_size(args.threads_per_actor, None, actor_memory(args.model))
+    if fit < args.actors:
+        info(f"--actors {args.actors}: the cluster now holds {fit} actor{'s' if fit > 1 else ''} of "
+             f"{args.threads_per_actor} thread(s); this attempt runs {fit}", quiet)
+        return fit
+    return args.actors
+
+
+def embed_rows(args, spec: sh.ReadSpec, keep_schema, items: list, outdir: OutputDir, stats,
+               actors: int | None) -> None:
     """One Ray Data job: read the shards, embed their rows on an actor pool, write Parquet files to OUTDIR.
 
     Actors are not restarted (restart_actors=False): after a node is lost, a
@@ -467,7 +489,7 @@ def embed_rows(args, spec: sh.ReadSpec, keep_schema, items: list, outdir: Output
     ds = embed_dataset(ds, args.model, column=spec.field, quantize=args.quantize,
                        prefix=None if args.prefix == "none" else args.prefix,
                        normalize=False if args.no_normalize else None, max_length=args.max_length, long=args.long,
-                       batch_size=args.batch_size, threads_per_actor=args.threads_per_actor, actors=args.actors,
+                       batch_size=args.batch_size, threads_per_actor=args.threads_per_actor, actors=actors,
                        stats=stats, restart_actors=False)
     ds.select_columns([sh.ID_COLUMN, "embedding", *spec.keep]).write_parquet(
         str(outdir.path.absolute()), min_rows_per_file=args.rows_per_file)

@@ -242,6 +242,10 @@ class _JobStats:
         actor["threads"].add(threads)
         actor["peak_rss"] = max(actor["peak_rss"], peak_rss)
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (job_stats places it on the head node)."""
+        return ray.get_runtime_context().get_node_id()
+
     def summary(self) -> list:
         """One dict per actor (a restarted actor is a new process: a new entry), threads as a sorted list."""
         return [{**actor, "threads": sorted(actor["threads"])} for actor in self.actors.values()]
@@ -251,12 +255,13 @@ def job_stats():
     """A new JobStats actor (pass it as embed_dataset(stats=...); read it with ray.get(stats.summary.remote())).
 
     It lives on the head node, which the cluster cannot lose anyway, so that
-    losing another node loses no figure.
+    losing another node loses no figure. The affinity is hard: Ray 2.60 places
+    a soft-affine zero-CPU actor on another node about half the time.
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     heads = [node["NodeID"] for node in ray.nodes() if node["Alive"] and "node:__internal_head__" in node["Resources"]]
     node = heads[0] if heads else ray.get_runtime_context().get_node_id()
-    return _JobStats.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
+    return _JobStats.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
 
 
 # ---------------------------------------------------------------- the job
