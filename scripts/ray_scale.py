@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # tiny_models.py
 STAGES = ("scan", "id checks", "rows already done", "writing", "de-duplication", "summary")
 STAGE_LINE = re.compile(r"minie5: driver: (.*)$", re.MULTILINE)
-STAGE_ITEM = re.compile(r"([a-z -]+?) ([\d.]+) s \(cpu ([\d.]+) s, peak RSS (\d+) MiB\)")
+STAGE_ITEM = re.compile(r"([a-z -]+?) ([\d.]+) s \(cpu ([\d.]+) s, gc ([\d.]+) s, peak RSS (\d+) MiB\)")
 ROWS_PER_FILE_IN = 100_000  # rows per input file
 ROWS_PER_FILE_OUT = 10_000  # --rows-per-file (the script's --rows-per-file)
 TARGET = 1.3
@@ -85,12 +85,13 @@ def write_corpus(directory: Path, rows: int, seed: int = 0) -> Path:
 
 # ---------------------------------------------------------------- running the command
 def parse_stages(stderr: str) -> dict:
-    """The driver's closing line -> {stage: {"seconds", "peak_rss_mib"}}."""
+    """The driver's closing line -> {stage: {"seconds", "cpu_seconds", "gc_seconds", "peak_rss_mib"}}."""
     match = STAGE_LINE.search(stderr)
     if match is None:
         raise RuntimeError(f"no 'minie5: driver:' line in the command's output:\n{stderr[-3000:]}")
-    stages = {name.strip(): {"seconds": float(seconds), "cpu_seconds": float(cpu), "peak_rss_mib": int(rss)}
-              for name, seconds, cpu, rss in STAGE_ITEM.findall(match.group(1))}
+    stages = {name.strip(): {"seconds": float(seconds), "cpu_seconds": float(cpu), "gc_seconds": float(gc_seconds),
+                             "peak_rss_mib": int(rss)}
+              for name, seconds, cpu, gc_seconds, rss in STAGE_ITEM.findall(match.group(1))}
     assert list(stages) == list(STAGES), stages
     return stages
 
@@ -151,7 +152,8 @@ def scale_runs(args, work: Path, model: Path, env: dict) -> list[dict]:
                          "peak_rss_mib": result["peak_rss_mib"], "stages": parse_stages(result["stderr"])})
             print(f"{rows:>9,} rows, ids {ids:6s}: {result['seconds']:6.1f} s, driver peak RSS "
                   f"{result['peak_rss_mib']:.0f} MiB; " + ", ".join(
-                      f"{name} {s['seconds']:.2f} s" for name, s in runs[-1]["stages"].items()), flush=True)
+                      f"{name} {s['seconds']:.2f} s (gc {s['gc_seconds']:.2f} s)"
+                      for name, s in runs[-1]["stages"].items()), flush=True)
             shutil.rmtree(out)
         if args.resume_rows != rows:
             shutil.rmtree(inputs)
@@ -273,7 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                            "(0: none)")
     parser.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE_OUT, help="--rows-per-file of the jobs")
     parser.add_argument("--id-memory", action="store_true", help="only measure the driver's memory per million ids")
-    parser.add_argument("--id-memory-rows", type=int, default=2_000_000)
+    parser.add_argument("--id-memory-rows", type=int, default=2_000_000, help="ids of --id-memory's largest size "
+                        "(0: not measured)")
     parser.add_argument("--id-memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args(argv)
@@ -289,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"({platform.processor() or platform.machine()}), Python {platform.python_version()}", flush=True)
     figures = {}
     try:
-        figures["id_memory"] = id_memory(work, args.id_memory_rows, env)
+        if args.id_memory_rows:
+            figures["id_memory"] = id_memory(work, args.id_memory_rows, env)
         if not args.id_memory:
             model = write_tiny_model(work / "tiny")
             runs = scale_runs(args, work, model, env)

@@ -334,3 +334,25 @@ def test_id_bookkeeping_builds_one_hash_set_per_pass_whatever_the_number_of_file
         assert remove_duplicates(outdir, input_ids, rows) == 1 and lookups == [1, 1]
         assert summarize(outdir, input_ids, rows, before=0, actors=[], seconds=1.0, removed=1, quiet=True) == 0
         assert lookups == [1, 1, 1]  # three passes, three hash sets, for 3 files as for 41
+
+
+def test_stages_count_the_collectors_time_in_the_stage_that_paid_it():
+    import gc
+
+    from minie5.distributed.ray_command import STAGES, Stages
+    stages = Stages()
+    callbacks = list(gc.callbacks)
+    with stages.timing("scan"):
+        cycles = []
+        for _ in range(20_000):  # objects in reference cycles: a full collection has work to do
+            node = {}
+            node["self"] = node
+            cycles.append(node)
+        del cycles, node
+        gc.collect()
+    with stages.timing("summary"):
+        pass
+    assert gc.callbacks == callbacks  # the callback is there only while a stage is timed
+    assert 0 < stages.gc_seconds["scan"] <= stages.seconds["scan"]
+    assert stages.gc_seconds["summary"] == 0.0
+    assert all(f"{stage} " in stages.line() for stage in STAGES) and "gc " in stages.line()
