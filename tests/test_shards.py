@@ -315,7 +315,7 @@ def test_id_bookkeeping_builds_one_hash_set_per_pass_whatever_the_number_of_file
     """Linear bookkeeping, counted: the ids of all of OUTDIR's files are looked up in the input's ids with one
     pc.index_in (one hash set of the input ids) per pass, for 2 files as for 40 (not one per file)."""
     from minie5.distributed import ray_command
-    from minie5.distributed.ray_command import OutputDir, remove_duplicates, summarize, written_rows
+    from minie5.distributed.ray_command import OutputDir, done_rows, remove_duplicates, summarize, written_rows
 
     lookups = []
     index_in = ray_command.pc.index_in
@@ -334,6 +334,12 @@ def test_id_bookkeeping_builds_one_hash_set_per_pass_whatever_the_number_of_file
         assert remove_duplicates(outdir, input_ids, rows) == 1 and lookups == [1, 1]
         assert summarize(outdir, input_ids, rows, before=0, actors=[], seconds=1.0, removed=1, quiet=True) == 0
         assert lookups == [1, 1, 1]  # three passes, three hash sets, for 3 files as for 41
+        # the same OutputDir remembers what its passes found: unchanged files are not looked up again, and
+        # the file that remove_duplicates rewrote was read again by the summary (its one row fewer)
+        assert done_rows(outdir, input_ids, rows, quiet=True).all() and lookups == [1, 1, 1]
+        output_file(outdir.path, "part-999.parquet", input_ids.take(pa.array([7, 8])))  # changed: read again
+        assert done_rows(outdir, input_ids, rows, quiet=True).all() and lookups == [1, 1, 1, 1]
+        assert remove_duplicates(outdir, input_ids, rows) == 2 and lookups == [1, 1, 1, 1]
 
 
 def test_stages_count_the_collectors_time_in_the_stage_that_paid_it():

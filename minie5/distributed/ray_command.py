@@ -68,6 +68,7 @@ class OutputDir:
     def __init__(self, path: str):
         self.path = Path(path)
         self.manifest = self.path / MANIFEST
+        self._known = {}  # file name -> ((size, mtime, inode), input rows of its ids): what a pass of this run found
 
     def files(self) -> list[Path]:
         """The Parquet files written so far (names starting with "." or "_" are not output)."""
@@ -115,14 +116,14 @@ class OutputDir:
             tmp.write_text(json.dumps(job, indent=1), encoding="utf-8")
             os.replace(tmp, self.manifest)
 
-    def written_ids(self) -> tuple[list, list]:
-        """[(file, its id column)] of every readable output file, and the unreadable files, moved aside.
+    def written_ids(self, paths: list | None = None) -> tuple[list, list]:
+        """[(file, its id column)] of every readable output file (or of paths), and the unreadable files, moved aside.
 
         A file is unreadable when its writer was killed before it wrote the
         footer: it goes to _minie5_partial/, and its rows count as not written.
         """
         ids, moved = [], []
-        for path in self.files():
+        for path in self.files() if paths is None else paths:
             try:  # one file, one column, in this thread (pq.read_table's dataset scan, read-ahead and thread
                 # pool take 1.5-2x the time for a column of 10,000 ids, and wait on other threads)
                 with pq.ParquetFile(path, pre_buffer=False) as parquet:
@@ -132,6 +133,44 @@ class OutputDir:
                 os.replace(path, self.path / PARTIAL_DIR / path.name)
                 moved.append(path.name)
         return ids, moved
+
+    def found_rows(self, input_ids: pa.Array | None, rows: int) -> tuple[list, list, list, list]:
+        """(files, found, unexpected, moved): every readable output file in name order, the input row of each of
+        its ids (one array per file, -1 for an id that is not in the input), up to SHOWN_IDS such ids, and the
+        unreadable files, moved aside (written_ids).
+
+        Only the files that are new or changed (size, modification time, inode) since an earlier pass of this
+        run are read and looked up: after a job, the passes for rows already done, de-duplication and the
+        summary meet the same files, and only the first of them needs their ids. A rewritten file (drop_rows
+        replaces it) is read again. A file holding ids that are not in the input is never remembered.
+        """
+        files, fresh, known = self.files(), [], {}
+        for path in files:
+            try:
+                stat = path.stat()
+                key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            except OSError:
+                key = None  # gone: written_ids says so
+            seen = self._known.get(path.name)
+            if key is not None and seen is not None and seen[0] == key:
+                known[path.name] = seen
+            else:
+                fresh.append((path, key))
+        per_file, moved = self.written_ids([path for path, _ in fresh])
+        new_rows = rows_of_files(per_file, input_ids, rows)
+        unexpected = []
+        keys = {path.name: key for path, key in fresh}
+        for (path, column), file_rows in zip(per_file, new_rows):
+            if len(file_rows) and file_rows.min() < 0:
+                if len(unexpected) < SHOWN_IDS:
+                    unexpected += pc.filter(column, pa.array(file_rows < 0)).slice(0, SHOWN_IDS).to_pylist()
+            elif keys[path.name] is not None:
+                known[path.name] = (keys[path.name], file_rows)
+        self._known = known  # the files of this pass only: a file moved aside is forgotten
+        by_name = {path.name: file_rows for (path, _), file_rows in zip(per_file, new_rows)}
+        readable = [path for path in files if path.name in by_name or path.name in known]
+        found = [by_name[path.name] if path.name in by_name else known[path.name][1] for path in readable]
+        return readable, found, unexpected[:SHOWN_IDS], moved
 
     def drop_rows(self, path: Path, keep: np.ndarray) -> None:
         """Rewrite one output file with only the rows where keep is True (atomically: a new file, renamed)."""
@@ -487,11 +526,10 @@ def attempt_figures(stats, attempt: int, rows_written: int) -> list:
 
 def done_rows(outdir: OutputDir, input_ids, rows: int, quiet: bool) -> np.ndarray:
     """bool [rows]: the rows whose id is in OUTDIR. Unfinished files are moved aside (and said so)."""
-    written, moved = outdir.written_ids()
+    _, found, unexpected, moved = outdir.found_rows(input_ids, rows)
     if moved:
         info(f"{len(moved)} unfinished file{'s' if len(moved) > 1 else ''} of a stopped run moved to "
              f"{outdir.path / PARTIAL_DIR} (their rows are embedded again)", quiet)
-    found, unexpected = written_rows(written, input_ids, rows)
     if unexpected:
         raise InputError(f"-o {outdir.path}: holds ids that are not in the input ({', '.join(map(repr, unexpected))}"
                          f"); was the input changed?")
@@ -567,8 +605,7 @@ def remove_duplicates(outdir: OutputDir, input_ids, rows: int) -> int:
     Both copies are the same text embedded by the same model; the first file
     in name order keeps its row, the others are rewritten without it.
     """
-    per_file = outdir.written_ids()[0]
-    found = rows_of_files(per_file, input_ids, rows)  # each file's ids, in name order
+    files, found, _, _ = outdir.found_rows(input_ids, rows)  # each file's ids, in name order
     if count_rows(found, rows)[1] == 0:
         return 0  # the usual case, found in linear time: no id written twice
     starts = np.concatenate([[0], np.cumsum([len(file_rows) for file_rows in found])]).astype(np.int64)
@@ -576,7 +613,7 @@ def remove_duplicates(outdir: OutputDir, input_ids, rows: int) -> int:
     keep = found < 0  # ids not in the input are summarize's to report
     keep[np.unique(found, return_index=True)[1]] = True  # the first row of each id over all files
     removed = 0
-    for number, (path, _) in enumerate(per_file):
+    for number, path in enumerate(files):
         keep_here = keep[starts[number]:starts[number + 1]]
         if not keep_here.all():
             outdir.drop_rows(path, keep_here)
@@ -614,8 +651,8 @@ def keep_columns_schema(inputs: list, shard_list: list, scans: list, spec: sh.Re
 def summarize(outdir: OutputDir, input_ids, rows: int, before: int, actors: list, seconds: float, removed: int,
               quiet: bool) -> int:
     """Count OUTDIR's ids against the input's, print the closing summary; 0 if every id is there once, else 2."""
-    written, moved = outdir.written_ids()
-    found, unexpected = written_rows(written, input_ids, rows)
+    _, found, unexpected, moved = outdir.found_rows(input_ids, rows)
+    found = [file_rows[file_rows >= 0] if len(file_rows) and file_rows.min() < 0 else file_rows for file_rows in found]
     seen, copies = count_rows(found, rows)
     missing = np.flatnonzero(~seen)
     repeated = np.flatnonzero(np.bincount(np.concatenate(found), minlength=rows) > 1) if copies else missing[:0]
