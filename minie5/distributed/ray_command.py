@@ -163,7 +163,7 @@ class OutputDir:
         for (path, column), file_rows in zip(per_file, new_rows):
             if len(file_rows) and file_rows.min() < 0:
                 if len(unexpected) < SHOWN_IDS:
-                    unexpected += pc.filter(column, pa.array(file_rows < 0)).slice(0, SHOWN_IDS).to_pylist()
+                    unexpected += ids_not_in_input(column, file_rows)
             elif keys[path.name] is not None:
                 known[path.name] = (keys[path.name], file_rows)
         self._known = known  # the files of this pass only: a file moved aside is forgotten
@@ -228,17 +228,26 @@ def rows_of_files(per_file: list, input_ids: pa.Array | None, rows: int) -> list
     return found
 
 
+def ids_not_in_input(column: pa.ChunkedArray, file_rows: np.ndarray) -> list:
+    """Up to SHOWN_IDS ids of one file's id column whose input row is -1 (not in the input)."""
+    return pc.filter(column, pa.array(file_rows < 0)).slice(0, SHOWN_IDS).to_pylist()
+
+
+def in_input(found: list) -> list:
+    """found (one array of input rows per file) without its -1 entries, the ids that are not in the input."""
+    return [file_rows[file_rows >= 0] if len(file_rows) and file_rows.min() < 0 else file_rows for file_rows in found]
+
+
 def written_rows(per_file: list, input_ids: pa.Array | None, rows: int) -> tuple[list, list]:
     """The input rows of the ids in OUTDIR, one array per file (a row may repeat; ids not in the input are
-    left out), and up to SHOWN_IDS ids that are not in the input."""
+    left out), and up to SHOWN_IDS ids that are not in the input. (The command's passes use
+    OutputDir.found_rows, which reads only the files that changed.)"""
     found = rows_of_files(per_file, input_ids, rows)
     unexpected = []
-    for number, file_rows in enumerate(found):
-        if len(file_rows) and file_rows.min() < 0:
-            if len(unexpected) < SHOWN_IDS:
-                unexpected += pc.filter(per_file[number][1], pa.array(file_rows < 0)).slice(0, SHOWN_IDS).to_pylist()
-            found[number] = file_rows[file_rows >= 0]
-    return found, unexpected[:SHOWN_IDS]
+    for (_, column), file_rows in zip(per_file, found):
+        if len(unexpected) < SHOWN_IDS and len(file_rows) and file_rows.min() < 0:
+            unexpected += ids_not_in_input(column, file_rows)
+    return in_input(found), unexpected[:SHOWN_IDS]
 
 
 def count_rows(found: list, rows: int) -> tuple[np.ndarray, int]:
@@ -652,7 +661,7 @@ def summarize(outdir: OutputDir, input_ids, rows: int, before: int, actors: list
               quiet: bool) -> int:
     """Count OUTDIR's ids against the input's, print the closing summary; 0 if every id is there once, else 2."""
     _, found, unexpected, moved = outdir.found_rows(input_ids, rows)
-    found = [file_rows[file_rows >= 0] if len(file_rows) and file_rows.min() < 0 else file_rows for file_rows in found]
+    found = in_input(found)
     seen, copies = count_rows(found, rows)
     missing = np.flatnonzero(~seen)
     repeated = np.flatnonzero(np.bincount(np.concatenate(found), minlength=rows) > 1) if copies else missing[:0]
