@@ -107,7 +107,10 @@ def run_command(command: list[str], env: dict, stop_at_files: int | None = None,
     holds that many Parquet files."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        # SIGINT as Ctrl-C sends it: a process started in the background of a shell ignores SIGINT, and its
+        # children inherit that (then the stop would be ignored and the job run to its end)
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         ended = None  # (pid, status, usage) once reaped: os.wait4, not poll(), so that the usage is kept
         if stop_at_files is not None:
             while len(list(outdir.glob("*.parquet"))) < stop_at_files and not (ended := reaped(child)):
@@ -170,6 +173,9 @@ def resume_run(args, work: Path, model: Path, env: dict) -> dict:
     command = [sys.executable, "-m", "minie5", "embed", "--ray", "local", "-i", str(inputs), "-o", str(out),
                "--model", str(model), "--rows-per-file", str(args.rows_per_file), "--id-field", "doc", "-q"]
     stopped = run_command(command, env, stop_at_files=max(1, rows // args.rows_per_file // 2), outdir=out)
+    if stopped["code"] == 0:
+        print(f"{rows:>9,} rows: warning: the job ended before it was stopped; the resume has nothing to do",
+              flush=True)
     resumed = run_command(command + ["--resume"], env)
     check_output(out, rows)
     before = int(re.search(r"\((?:of )?\d+; (\d+) were already in", resumed["stderr"]).group(1))

@@ -139,7 +139,7 @@ def test_id_field_and_kept_columns_of_json_lines(tmp_path):
     ids = collect_ids(shards, scans, spec)
     schema = keep_columns_schema([str(path)], shards, scans, spec)
     table = read_all(shards, spec, schema)
-    assert ids.to_pylist() == table.column("id").to_pylist() == [r["doc"] for r in records]
+    assert ids.ids.to_pylist() == table.column("id").to_pylist() == [r["doc"] for r in records]
     assert table.column("n").type == pa.float64() and table.column("n").to_pylist()[5] == 2.5
     assert table.column("title").to_pylist() == [r["title"] for r in records]
     other = tmp_path / "more.jsonl"
@@ -292,11 +292,12 @@ def test_unfinished_files_are_moved_aside_and_duplicates_removed(tmp_path):
 
 
 def test_string_ids_map_to_their_rows(tmp_path):
+    from minie5.distributed.id_index import IdIndex
     from minie5.distributed.ray_command import OutputDir, written_rows
 
     output_file(tmp_path, "a.parquet", ["y", "zz", "x"])
     ids = pa.array(["x", "y", "z"])
-    found, unexpected = written_rows(OutputDir(str(tmp_path)).written_ids()[0], ids, rows=3)
+    found, unexpected = written_rows(OutputDir(str(tmp_path)).written_ids()[0], IdIndex(ids), rows=3)
     assert sorted(np.concatenate(found)) == [0, 1] and unexpected == ["zz"]
 
 
@@ -311,35 +312,42 @@ def test_summary_counts_missing_and_repeated_ids(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("ids", ["string", "int"])
-def test_id_bookkeeping_builds_one_hash_set_per_pass_whatever_the_number_of_files(tmp_path, monkeypatch, ids):
-    """Linear bookkeeping, counted: the ids of all of OUTDIR's files are looked up in the input's ids with one
-    pc.index_in (one hash set of the input ids) per pass, for 2 files as for 40 (not one per file)."""
-    from minie5.distributed import ray_command
+def test_id_bookkeeping_hashes_the_input_ids_once_whatever_the_number_of_files(tmp_path, monkeypatch, ids):
+    """Linear bookkeeping, counted: the input's ids are hashed once per command (IdIndex, at the id checks),
+    and every pass looks the ids of OUTDIR's files up in that index, for 2 files as for 40: no hash set per
+    pass or per file (pc.index_in is never called), and a file written in input order costs one hashed id
+    (its first), not one per row."""
+    from minie5.distributed import id_index, ray_command
     from minie5.distributed.ray_command import OutputDir, done_rows, remove_duplicates, summarize, written_rows
 
-    lookups = []
-    index_in = ray_command.pc.index_in
-    monkeypatch.setattr(ray_command.pc, "index_in", lambda *a, **kw: lookups.append(1) or index_in(*a, **kw))
+    builds = []
+    hash_keys = id_index.hash_keys
+    monkeypatch.setattr(id_index, "hash_keys", lambda *a: builds.append(1) or hash_keys(*a))
+    monkeypatch.setattr(ray_command.pc, "index_in", lambda *a, **kw: pytest.fail("a hash set built in a pass"))
     rows = 4000
-    input_ids = pa.array([f"doc-{i}" for i in range(rows)] if ids == "string" else list(range(10**9, 10**9 + rows)))
+    ids = pa.array([f"doc-{i}" for i in range(rows)] if ids == "string" else list(range(10**9, 10**9 + rows)))
+    input_ids = id_index.IdIndex(ids)
+    assert builds == [1] and len(input_ids.repeated()) == 0
     for files in (2, 40):
         outdir = OutputDir(str(tmp_path / f"out{files}"))
         outdir.path.mkdir()
         for number, part in enumerate(np.array_split(np.arange(rows), files)):
-            output_file(outdir.path, f"part-{number:03d}.parquet", input_ids.take(pa.array(part)))
-        output_file(outdir.path, "part-999.parquet", input_ids.take(pa.array([5])))  # one row written twice
-        lookups.clear()
+            output_file(outdir.path, f"part-{number:03d}.parquet", ids.take(pa.array(part)))
+        output_file(outdir.path, "part-999.parquet", ids.take(pa.array([5])))  # one row written twice
+        input_ids.hashed = 0
         found, unexpected = written_rows(outdir.written_ids()[0], input_ids, rows)
-        assert lookups == [1] and sum(map(len, found)) == rows + 1 and unexpected == []
-        assert remove_duplicates(outdir, input_ids, rows) == 1 and lookups == [1, 1]
+        assert sum(map(len, found)) == rows + 1 and unexpected == []
+        assert input_ids.hashed == files + 1  # each file's first id; the rest follow in input order
+        assert remove_duplicates(outdir, input_ids, rows) == 1 and input_ids.hashed == 2 * (files + 1)
         assert summarize(outdir, input_ids, rows, before=0, actors=[], seconds=1.0, removed=1, quiet=True) == 0
-        assert lookups == [1, 1, 1]  # three passes, three hash sets, for 3 files as for 41
         # the same OutputDir remembers what its passes found: unchanged files are not looked up again, and
-        # the file that remove_duplicates rewrote was read again by the summary (its one row fewer)
-        assert done_rows(outdir, input_ids, rows, quiet=True).all() and lookups == [1, 1, 1]
-        output_file(outdir.path, "part-999.parquet", input_ids.take(pa.array([7, 8])))  # changed: read again
-        assert done_rows(outdir, input_ids, rows, quiet=True).all() and lookups == [1, 1, 1, 1]
-        assert remove_duplicates(outdir, input_ids, rows) == 2 and lookups == [1, 1, 1, 1]
+        # the file that remove_duplicates rewrote (now empty) was read again by the summary
+        assert input_ids.hashed == 2 * (files + 1)
+        assert done_rows(outdir, input_ids, rows, quiet=True).all() and input_ids.hashed == 2 * (files + 1)
+        output_file(outdir.path, "part-999.parquet", ids.take(pa.array([7, 8])))  # changed: read again
+        assert done_rows(outdir, input_ids, rows, quiet=True).all() and input_ids.hashed == 2 * (files + 1) + 1
+        assert remove_duplicates(outdir, input_ids, rows) == 2 and input_ids.hashed == 2 * (files + 1) + 1
+    assert builds == [1]
 
 
 def test_stages_count_the_collectors_time_in_the_stage_that_paid_it():

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +47,8 @@ import ray  # noqa: E402
 import ray.data  # noqa: E402
 
 from . import shards as sh # noqa: E402
+from . import id_index  # noqa: E402
+from .id_index import IdIndex  # noqa: E402
 
 MANIFEST = "_minie5_job.json"
 PARTIAL_DIR = "_minie5_partial"
@@ -134,7 +137,7 @@ class OutputDir:
                 moved.append(path.name)
         return ids, moved
 
-    def found_rows(self, input_ids: pa.Array | None, rows: int) -> tuple[list, list, list, list]:
+    def found_rows(self, input_ids: IdIndex | None, rows: int) -> tuple[list, list, list, list]:
         """(files, found, unexpected, moved): every readable output file in name order, the input row of each of
         its ids (one array per file, -1 for an id that is not in the input), up to SHOWN_IDS such ids, and the
         unreadable files, moved aside (written_ids).
@@ -181,50 +184,36 @@ class OutputDir:
 
 
 # ---------------------------------------------------------------- ids
-# Bookkeeping in time linear in the rows: the ids of all of OUTDIR's files are looked up in one call, so the
-# hash set of the input's ids is built once per pass, whatever the number of files; ids stay in Arrow and
-# NumPy arrays (the driver's memory per million ids is measured in docs/scale-out.md). A pass keeps the rows
-# it finds file by file, as views where it can, and marks them in one bool per input row: at millions of rows
-# a pass costs what it allocates (fresh memory is slow to touch), so it allocates as little as it can.
-def rows_of(written: pa.ChunkedArray, input_ids: pa.Array | None, rows: int) -> list:
-    """The input row of each id, -1 for an id that is not in the input: one array per chunk of written
-    (any number of files' ids in one chunked array)."""
-    if input_ids is None:  # the ids are the row numbers: each chunk as it is, unless it holds other numbers
-        if not pa.types.is_integer(written.type):
-            return [np.full(len(chunk), -1, dtype=np.int64) for chunk in written.chunks]
-        found = []
-        for chunk in written.chunks:
-            numbers = chunk.to_numpy(zero_copy_only=False)  # a view of Arrow's buffer (ids are never null)
-            outside = (numbers < 0) | (numbers >= rows)
-            if outside.any():
-                numbers = numbers.astype(np.int64)  # a copy to mark
-                numbers[outside] = -1
-            found.append(numbers)
-        return found
-    try:
-        index = pc.index_in(written, value_set=input_ids)  # one hash set of the input ids, for every chunk
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # ids of another type
+# Bookkeeping in time linear in the rows: the input's --id-field values are hashed once per command, at the id
+# checks (id_index.IdIndex), and every pass looks each output file's ids up in that index, whatever the number
+# of files; ids stay in Arrow and NumPy arrays (the driver's memory per million ids is measured in
+# docs/scale-out.md). A pass keeps the rows it finds file by file, as views where it can, and marks them in one
+# bool per input row: at millions of rows a pass costs what it allocates, so it allocates as little as it can.
+def rows_of(written: pa.ChunkedArray, input_ids: IdIndex | None, rows: int) -> list:
+    """The input row of each id, -1 for an id that is not in the input: one array per chunk of written."""
+    if input_ids is not None:
+        return [input_ids.rows_of(chunk) for chunk in written.chunks]
+    # the ids are the row numbers: each chunk as it is, unless it holds other numbers
+    if not pa.types.is_integer(written.type):
         return [np.full(len(chunk), -1, dtype=np.int64) for chunk in written.chunks]
-    index = index.fill_null(-1).to_numpy()  # int32, one array for all chunks
-    return np.split(index, np.cumsum([len(chunk) for chunk in written.chunks])[:-1])  # views
+    found = []
+    for chunk in written.chunks:
+        numbers = chunk.to_numpy(zero_copy_only=False)  # a view of Arrow's buffer (ids are never null)
+        outside = (numbers < 0) | (numbers >= rows)
+        if outside.any():
+            numbers = numbers.astype(np.int64)  # a copy to mark
+            numbers[outside] = -1
+        found.append(numbers)
+    return found
 
 
-def rows_of_files(per_file: list, input_ids: pa.Array | None, rows: int) -> list:
-    """The input row of every id of OUTDIR's files (-1: not in the input): one array per file, in name order.
-    One lookup per id type (one, unless a file was replaced)."""
-    found = [np.empty(0, dtype=np.int64)] * len(per_file)
-    by_type = {}
-    for number, (_, written) in enumerate(per_file):
-        by_type.setdefault(written.type, []).append(number)
-    for id_type, numbers in by_type.items():
-        chunks = [chunk for number in numbers for chunk in per_file[number][1].chunks]
-        per_chunk = rows_of(pa.chunked_array(chunks, type=id_type), input_ids, rows)
-        at = 0
-        for number in numbers:
-            count = per_file[number][1].num_chunks
-            if count:
-                found[number] = per_chunk[at] if count == 1 else np.concatenate(per_chunk[at:at + count])
-            at += count
+def rows_of_files(per_file: list, input_ids: IdIndex | None, rows: int) -> list:
+    """The input row of every id of OUTDIR's files (-1: not in the input): one array per file, in name order."""
+    found = []
+    for _, written in per_file:
+        per_chunk = rows_of(written, input_ids, rows)
+        found.append(per_chunk[0] if len(per_chunk) == 1 else np.concatenate(per_chunk) if per_chunk else
+                     np.empty(0, dtype=np.int64))
     return found
 
 
@@ -238,7 +227,7 @@ def in_input(found: list) -> list:
     return [file_rows[file_rows >= 0] if len(file_rows) and file_rows.min() < 0 else file_rows for file_rows in found]
 
 
-def written_rows(per_file: list, input_ids: pa.Array | None, rows: int) -> tuple[list, list]:
+def written_rows(per_file: list, input_ids: IdIndex | None, rows: int) -> tuple[list, list]:
     """The input rows of the ids in OUTDIR, one array per file (a row may repeat; ids not in the input are
     left out), and up to SHOWN_IDS ids that are not in the input. (The command's passes use
     OutputDir.found_rows, which reads only the files that changed.)"""
@@ -264,18 +253,19 @@ def count_rows(found: list, rows: int) -> tuple[np.ndarray, int]:
     return seen, total - int(np.count_nonzero(seen))
 
 
-def id_of(row: int, input_ids: pa.Array | None):
+def id_of(row: int, input_ids: IdIndex | None):
     """The id of an input row: the row number, or its --id-field value."""
-    return int(row) if input_ids is None else input_ids[int(row)].as_py()
+    return int(row) if input_ids is None else input_ids.ids[int(row)].as_py()
 
 
-def collect_ids(shards: list, scans: list, spec: sh.ReadSpec) -> pa.Array | None:
-    """The --id-field values of every row, in row order; InputError on a duplicate, naming both rows."""
+def collect_ids(shards: list, scans: list, spec: sh.ReadSpec) -> IdIndex | None:
+    """The --id-field values of every row, in row order, hashed once (IdIndex); InputError on a duplicate,
+    naming both rows."""
     if spec.id_field is None:
         return None
     typed = [(scan.ids.type, shard) for shard, scan in zip(shards, scans) if scan.ids is not None]
     if not typed:
-        return pa.array([], type=pa.int64())
+        return IdIndex(pa.array([], type=pa.int64()))
     for id_type, shard in typed[1:]:
         if id_type != typed[0][0]:
             kind = {True: "integers", False: "strings"}
@@ -283,22 +273,16 @@ def collect_ids(shards: list, scans: list, spec: sh.ReadSpec) -> pa.Array | None
                              f"{typed[0][1].path} and {kind[pa.types.is_integer(id_type)]} in {shard.path}; they "
                              f"must be of one type")
     ids = pa.chunked_array([scan.ids for scan in scans if scan.ids is not None]).combine_chunks()
-    again = repeated_ids(ids)
+    index = IdIndex(ids)
+    again = index.repeated()
     if len(again):  # the first row whose id came before: name it and that earlier row
         second = int(again[0])
-        first = int(pc.index_in(ids.slice(second, 1), value_set=ids)[0].as_py())
+        first = int(index.rows_of(ids.slice(second, 1))[0])
         repeated = len(pc.unique(ids.take(pa.array(again))))
         raise InputError(f"--id-field {spec.id_field}: the id {ids[second].as_py()!r} appears more than once: "
                          f"{sh.describe_row(shards, spec, first)} and {sh.describe_row(shards, spec, second)}"
                          f" ({repeated} id{'s' if repeated > 1 else ''} repeated); ids must be unique")
-    return ids
-
-
-def repeated_ids(ids: pa.Array) -> np.ndarray:
-    """The rows whose id an earlier row has too, in row order: one hash set of the ids (index_in gives each id
-    the row of its first occurrence), in time linear in the rows."""
-    first = pc.index_in(ids, value_set=ids).to_numpy(zero_copy_only=False)
-    return np.flatnonzero(first != np.arange(len(ids)))
+    return index
 
 
 # ---------------------------------------------------------------- the job
@@ -440,26 +424,46 @@ class Stages:
 
 @contextlib.contextmanager
 def system_allocator():
-    """pyarrow's buffers from malloc while the driver keeps its books, then the pool it had before.
+    """pyarrow's buffers from malloc, and numpy's large arrays on 4 KiB pages, while the driver keeps its books;
+    then the settings they had before.
 
     pyarrow's default pool (mimalloc) asks the kernel for transparent huge
     pages and hands idle memory back soon after. The driver's passes read one
     small id column per file, so each of them faulted in, and zeroed, 2 MiB
     at a time: after a job of 2 M rows the first passes spent 2-4x their
     time in the kernel (clear_page_erms under do_huge_pmd_anonymous_page, in
-    perf). malloc's 4 KiB pages cost what is touched.
+    perf). malloc's 4 KiB pages cost what is touched. numpy asks for huge
+    pages too (madvise) for every array of 4 MiB or more: where the kernel
+    compacts memory to find them (transparent_hugepage/defrag "madvise", a
+    common default), hashing 2 M ids (id_index) took 2.5x its time on a fresh
+    array of 16 MiB, 0.19 against 0.08 s per million ids.
     """
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
+    hugepages = numpy_hugepages(False)
     try:
         yield
     finally:
         pa.set_memory_pool(previous)
+        if hugepages is not None:
+            numpy_hugepages(hugepages)
+
+
+def numpy_hugepages(enabled: bool) -> bool | None:
+    """Whether numpy advises huge pages for large arrays (NUMPY_MADVISE_HUGEPAGE at import): set it, return the
+    setting before; None where this numpy has no such switch."""
+    core = getattr(np, "_core", None) or getattr(np, "core", None)  # numpy 2, numpy 1
+    switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    return None if switch is None else bool(switch(enabled))
 
 
 def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> int:
     quiet = args.quiet
     stages = Stages()
+    # the id index's kernels load while the driver waits for the scan (their first call takes about 0.3 s)
+    warming = threading.Thread(target=id_index.warm_up, daemon=True) if spec.id_field else None
+    if warming is not None:
+        warming.start()
     with stages.timing("scan"):
         scans = scan_all(shard_list, spec)
         shard_list = sh.locate(shard_list, scans, spec)  # raises on the first bad row
@@ -467,6 +471,8 @@ def _run_job(args, spec, inputs, shard_list, outdir: OutputDir, job: dict) -> in
         rows = sum(scan.rows for scan in scans)
         keep_schema = keep_columns_schema(inputs, shard_list, scans, spec)
     with stages.timing("id checks"):
+        if warming is not None:
+            warming.join()  # (a wait here, if the scan was quicker, counts as the id checks' time)
         input_ids = collect_ids(shard_list, scans, spec)
         del scans  # their ids are in input_ids now
     info(f"{rows} rows in {len(inputs)} file{'s' if len(inputs) > 1 else ''} ({len(shard_list)} shards)", quiet)
