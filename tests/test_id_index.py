@@ -54,6 +54,8 @@ def test_ids_of_another_type_are_not_in_the_input():
     np.testing.assert_array_equal(numbers.rows_of(pa.array([1.0])), [-1])
     with pytest.raises(TypeError, match="integers or strings"):
         IdIndex(pa.array([1.5]))
+    with pytest.raises(ValueError, match="1 of the ids are null"):
+        IdIndex(pa.array(["a", None]))
 
 
 def test_ids_that_share_a_hash_are_told_apart_by_their_bytes():

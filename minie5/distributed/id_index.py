@@ -196,6 +196,8 @@ class IdIndex:
             ids = ids.combine_chunks()
         if not comparable(ids.type, ids.type):
             raise TypeError(f"ids must be integers or strings, not {ids.type}")
+        if ids.null_count:
+            raise ValueError(f"{ids.null_count} of the ids are null")
         if pa.types.is_integer(ids.type) and ids.type != pa.int64():
             ids = ids.cast(pa.int64())
         self.ids = ids
