@@ -29,14 +29,9 @@ from allowed_skips import SkipPolicy, in_ci
 # first encode cost 0.1-0.7 s more per process on the machines the suite runs on (docs/performance.md, "Cold
 # start"), and the suite starts some 150 minie5 processes: tests/test_cli*.py took 60.8 s with it and 54.5 s
 # without. The vectors do not depend on it, and no test times anything against a bound. So the suite turns it
-# off, in this process and (through the environment) in every process it starts.
+# off: numpy reads the variable when it is imported, which in this process is after this file (no plugin
+# imports it first), and every process the suite starts inherits it.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
-if os.environ["NUMPY_MADVISE_HUGEPAGE"] == "0":
-    import numpy as np
-    _switch = getattr(getattr(getattr(np, "_core", None) or getattr(np, "core", None), "multiarray", None),
-                      "_set_madvise_hugepage", None)
-    if _switch is not None:
-        _switch(False)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TOOLS = REPO.parent / "shared" / "tools"

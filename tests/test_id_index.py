@@ -42,6 +42,7 @@ def test_unique_ids_in_and_out_of_order():
         np.testing.assert_array_equal(index.rows_of(written), rows_of_reference(written, ids))
     chunked = pa.chunked_array([pa.array(["doc-3", None, "doc-4"]), pa.array([], pa.string()), pa.array(["doc-9"])])
     np.testing.assert_array_equal(index.rows_of(chunked), [3, -1, 4, 9])
+    assert len(index.rows_of(pa.chunked_array([], pa.string()))) == 0  # a file with no chunk
     index.hashed = 0
     assert (index.rows_of(ids) == np.arange(5000)).all() and index.hashed == 1  # in order: one hashed id
 

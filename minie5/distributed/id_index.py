@@ -180,12 +180,16 @@ def id_bytes(ids: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
     return offsets, data, 0
 
 
+def id_kind(id_type: pa.DataType) -> str | None:
+    """"int" for integer ids, "str" for string ids, None for any other type."""
+    if pa.types.is_integer(id_type):
+        return "int"
+    return "str" if pa.types.is_string(id_type) or pa.types.is_large_string(id_type) else None
+
+
 def comparable(written_type: pa.DataType, id_type: pa.DataType) -> bool:
     """Whether ids of these two types can be equal: both integers, or both strings."""
-    def kind(t):
-        return "int" if pa.types.is_integer(t) else "str" if pa.types.is_string(t) or pa.types.is_large_string(
-            t) else None
-    return kind(written_type) is not None and kind(written_type) == kind(id_type)
+    return id_kind(written_type) is not None and id_kind(written_type) == id_kind(id_type)
 
 
 class IdIndex:
@@ -194,7 +198,7 @@ class IdIndex:
     def __init__(self, ids: pa.Array):
         if isinstance(ids, pa.ChunkedArray):
             ids = ids.combine_chunks()
-        if not comparable(ids.type, ids.type):
+        if id_kind(ids.type) is None:
             raise TypeError(f"ids must be integers or strings, not {ids.type}")
         if ids.null_count:
             raise ValueError(f"{ids.null_count} of the ids are null")
@@ -213,10 +217,9 @@ class IdIndex:
         self.keys.sort()
         # starts: [2**dir_bits + 1]; repeat: [rows] bool
         self.starts = np.empty((1 << self.dir_bits) + 1, dtype=np.int64)
-        self._repeat = np.zeros(rows, dtype=np.bool_)
-        bucket_starts_and_repeats(self.keys, *self._bytes, self.row_bits, self.dir_bits, self.starts, self._repeat)
-        self._repeats = np.flatnonzero(self._repeat)
-        del self._repeat  # [rows] bool: the few repeats are kept as rows
+        repeat = np.zeros(rows, dtype=np.bool_)
+        bucket_starts_and_repeats(self.keys, *self._bytes, self.row_bits, self.dir_bits, self.starts, repeat)
+        self._repeats = np.flatnonzero(repeat)  # the few repeats kept as rows, not [rows] bools
         self.hashed = 0  # how many looked-up ids were hashed (the others followed the id before them)
 
     def __len__(self) -> int:
@@ -231,7 +234,7 @@ class IdIndex:
         Ids of another kind (integers against strings) are never in the input."""
         if isinstance(written, pa.ChunkedArray):
             parts = [self.rows_of(chunk) for chunk in written.chunks]
-            return np.concatenate(parts) if len(parts) != 1 else parts[0]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         found = np.empty(len(written), dtype=np.int64)
         if not comparable(written.type, self.ids.type):
             found.fill(-1)

@@ -189,32 +189,25 @@ class OutputDir:
 # of files; ids stay in Arrow and NumPy arrays (the driver's memory per million ids is measured in
 # docs/scale-out.md). A pass keeps the rows it finds file by file, as views where it can, and marks them in one
 # bool per input row: at millions of rows a pass costs what it allocates, so it allocates as little as it can.
-def rows_of(written: pa.ChunkedArray, input_ids: IdIndex | None, rows: int) -> list:
-    """The input row of each id, -1 for an id that is not in the input: one array per chunk of written."""
+def rows_of(written: pa.ChunkedArray, input_ids: IdIndex | None, rows: int) -> np.ndarray:
+    """The input row of each id of one file's id column, -1 for an id that is not in the input."""
     if input_ids is not None:
-        return [input_ids.rows_of(chunk) for chunk in written.chunks]
-    # the ids are the row numbers: each chunk as it is, unless it holds other numbers
+        return input_ids.rows_of(written)
+    # the ids are the row numbers: the column as it is (a view of Arrow's buffer when it is one chunk), unless
+    # it holds other numbers
     if not pa.types.is_integer(written.type):
-        return [np.full(len(chunk), -1, dtype=np.int64) for chunk in written.chunks]
-    found = []
-    for chunk in written.chunks:
-        numbers = chunk.to_numpy(zero_copy_only=False)  # a view of Arrow's buffer (ids are never null)
-        outside = (numbers < 0) | (numbers >= rows)
-        if outside.any():
-            numbers = numbers.astype(np.int64)  # a copy to mark
-            numbers[outside] = -1
-        found.append(numbers)
-    return found
+        return np.full(len(written), -1, dtype=np.int64)
+    numbers = written.to_numpy()  # ids are never null
+    outside = (numbers < 0) | (numbers >= rows)
+    if outside.any():
+        numbers = numbers.astype(np.int64)  # a copy to mark
+        numbers[outside] = -1
+    return numbers
 
 
 def rows_of_files(per_file: list, input_ids: IdIndex | None, rows: int) -> list:
     """The input row of every id of OUTDIR's files (-1: not in the input): one array per file, in name order."""
-    found = []
-    for _, written in per_file:
-        per_chunk = rows_of(written, input_ids, rows)
-        found.append(per_chunk[0] if len(per_chunk) == 1 else np.concatenate(per_chunk) if per_chunk else
-                     np.empty(0, dtype=np.int64))
-    return found
+    return [rows_of(written, input_ids, rows) for _, written in per_file]
 
 
 def ids_not_in_input(column: pa.ChunkedArray, file_rows: np.ndarray) -> list:
